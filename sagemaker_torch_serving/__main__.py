@@ -1,0 +1,7 @@
+"""``python -m sagemaker_torch_serving``: serve the model until SIGTERM."""
+
+import sys
+
+from sagemaker_torch_serving.server import main
+
+sys.exit(main())

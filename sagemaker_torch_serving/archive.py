@@ -1,0 +1,66 @@
+"""model.tar.gz, packed and unpacked safely.
+
+Unpacking uses tarfile's ``data`` filter: no absolute paths, no ``..``, no links that leave the
+destination, no devices, no set-uid bits; and the members' total size is bounded, so a small
+archive cannot fill the disk. Packing writes SageMaker's layout (model files at the root, the
+handler code under ``code/``), reproducibly (sorted names, zero times and owners).
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+MAX_UNPACKED_BYTES = 64 * 1024**3
+
+
+class ArchiveError(Exception):
+    """The archive cannot be packed or unpacked safely; the message says why."""
+
+
+def pack(out: Path, model_dir: Path, code_dir: Path | None = None) -> None:
+    """Write ``out`` (.tar.gz) with ``model_dir``'s files at the root and ``code_dir`` as code/."""
+    members = list(_walk(model_dir, ""))
+    if code_dir is not None:
+        if (model_dir / "code").exists():
+            raise ArchiveError(f"{model_dir} has a code/ folder already; pass no code_dir")
+        members += list(_walk(code_dir, "code"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w:gz", format=tarfile.PAX_FORMAT) as archive:
+        for name, path in sorted(members):
+            info = archive.gettarinfo(str(path), arcname=name)
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mode = 0o755 if path.is_dir() else 0o644
+            if path.is_file():
+                with path.open("rb") as handle:
+                    archive.addfile(info, handle)
+            else:
+                archive.addfile(info)
+
+
+def unpack(archive_path: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> None:
+    """Extract ``archive_path`` into ``dest``, refusing anything that would escape it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive_path, "r:*") as archive:
+            total = sum(member.size for member in archive.getmembers())
+            if total > max_bytes:
+                raise ArchiveError(f"{archive_path} unpacks to {total} bytes, over {max_bytes}")
+            archive.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as error:
+        raise ArchiveError(f"cannot unpack {archive_path}: {error}") from error
+
+
+def _walk(root: Path, prefix: str) -> Iterator[tuple[str, Path]]:
+    if not root.is_dir():
+        raise ArchiveError(f"{root} is not a directory")
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if any(part.startswith(".") or part == "__pycache__" for part in relative.split("/")):
+            continue
+        if path.is_symlink():
+            raise ArchiveError(f"{path} is a link: copy the file it points to instead")
+        yield (f"{prefix}/{relative}" if prefix else relative), path

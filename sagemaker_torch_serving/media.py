@@ -1,0 +1,82 @@
+"""Media types: parsing Content-Type and choosing the answer's type from Accept."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sagemaker_torch_serving.errors import NotAcceptable
+
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+CSV = "text/csv"
+NPY = "application/x-npy"
+NPZ = "application/x-npz"
+JPEG = "image/jpeg"
+PNG = "image/png"
+IMAGE = "application/x-image"
+
+# Other spellings clients send for the same thing.
+ALIASES = {
+    "application/jsonl": JSONLINES,
+    "application/x-jsonlines": JSONLINES,
+    "application/x-ndjson": JSONLINES,
+    "application/csv": CSV,
+    "image/jpg": JPEG,
+}
+
+
+def parse_content_type(header: str | None, default: str = JSON) -> tuple[str, dict[str, str]]:
+    """``"application/json; charset=UTF-8"`` -> ``("application/json", {"charset": "UTF-8"})``."""
+    if not header or not header.strip():
+        return default, {}
+    media, _, rest = header.partition(";")
+    params: dict[str, str] = {}
+    for part in rest.split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            params[key.strip().lower()] = value.strip().strip('"')
+    media = media.strip().lower()
+    return ALIASES.get(media, media), params
+
+
+def parse_accept(header: str) -> list[str]:
+    """Media ranges of an Accept header, most preferred first; ranges with q=0 are dropped."""
+    ranges: list[tuple[float, int, str]] = []
+    for position, item in enumerate(header.split(",")):
+        media, params = parse_content_type(item, default="")
+        if not media:
+            continue
+        try:
+            quality = float(params.get("q", "1"))
+        except ValueError:
+            quality = 1.0
+        if quality > 0:
+            ranges.append((-quality, position, media))
+    return [media for _, _, media in sorted(ranges)]
+
+
+def negotiate(accept: str | None, supported: Sequence[str], default: str) -> str:
+    """The first type the client accepts that ``supported`` holds.
+
+    A missing Accept, or a wildcard that covers it, means ``default``
+    (SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT). Raises NotAcceptable when nothing fits.
+    """
+    default = parse_content_type(default)[0]
+    if not accept or not accept.strip():
+        ranges = ["*/*"]
+    else:
+        ranges = parse_accept(accept)
+    for media in ranges:
+        if media == "*/*":
+            return default if default in supported else supported[0]
+        if media.endswith("/*"):
+            prefix = media[:-1]
+            if default.startswith(prefix) and default in supported:
+                return default
+            matches = [candidate for candidate in supported if candidate.startswith(prefix)]
+            if matches:
+                return matches[0]
+        elif media in supported:
+            return media
+    answers = ", ".join(supported)
+    raise NotAcceptable(f"cannot answer in {accept!r}; this model answers in {answers}")

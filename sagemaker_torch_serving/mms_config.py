@@ -1,0 +1,148 @@
+"""MMS's configuration and command line, written into the server's private run directory.
+
+Faults of the stock setup (sagemaker-inference's model_server.py) fixed here:
+- the config went to /etc and sockets to shared /tmp names: here all of it is in the run dir
+  (``-Djava.io.tmpdir`` moves the worker sockets there);
+- the management API listened on 0.0.0.0 on the inference port: here it is a Unix socket in
+  the run directory, which only this server uses;
+- ``default_response_timeout`` is in minutes: here ``default_response_timeout_seconds``;
+- ``-XX:-UseContainerSupport`` made the JVM ignore the container's memory limit: dropped;
+- MMS's own /ping said 200 without a loaded model: a plugin replaces it (java/);
+- a model loaded at start (the only kind /invocations serves) always had batch size 1: the
+  plugin's management endpoint sets batch size and delay (java/ServingControl.java);
+- a handler module had to hold exactly one class: the handler is given as module:function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sagemaker_torch_serving.settings import Settings
+
+MODEL_NAME = "model"
+HANDLER = "sagemaker_torch_serving.handler_service:handle"
+PLUGIN_JAR = Path(__file__).parent / "java" / "serving-plugin.jar"
+
+# MMS answers a body over its own limit with a bare 413 and no JSON. So MMS's limit is set
+# this many times higher, and the handler enforces SAGEMAKER_MAX_PAYLOAD_IN_MB with a JSON 413;
+# only bodies beyond MMS's limit still get the bare one (SageMaker stops those before us).
+MMS_LIMIT_FACTOR = 4
+# Room for MMS's framing of an answer on top of the payload limit.
+RESPONSE_SLACK_BYTES = 64 * 1024
+
+
+class RunPaths:
+    """The files of one server run, all inside its private directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.root = run_dir
+        self.config = run_dir / "config.properties"
+        self.log_config = run_dir / "log4j2.xml"
+        self.management_socket = run_dir / "management.sock"
+        self.activity = run_dir / "activity"  # workers' busy marks, see activity.py
+        self.load_failure = run_dir / "model-load-failure"  # written by a worker that failed
+        self.model_link = run_dir / MODEL_NAME  # MMS finds models in its model store only
+
+
+def write_run_dir(settings: Settings, paths: RunPaths) -> None:
+    """Write the config, the log config and the link to the model."""
+    paths.activity.mkdir()
+    paths.model_link.symlink_to(settings.model_dir.resolve(), target_is_directory=True)
+    paths.config.write_text(properties(settings, paths))
+    paths.log_config.write_text(log_config(settings.log_level))
+
+
+def properties(settings: Settings, paths: RunPaths) -> str:
+    values = {
+        "inference_address": f"http://{settings.host}:{settings.port}",
+        "management_address": f"unix:{paths.management_socket}",
+        "model_store": str(paths.root),
+        "load_models": f"{MODEL_NAME}={MODEL_NAME}",
+        "default_service_handler": HANDLER,
+        "default_workers_per_model": str(settings.workers),
+        "default_response_timeout_seconds": str(settings.timeout_seconds),
+        "max_request_size": str(settings.max_payload_bytes * MMS_LIMIT_FACTOR),
+        "max_response_size": str(settings.max_payload_bytes + RESPONSE_SLACK_BYTES),
+        "number_of_gpu": str(settings.gpu_count),
+        "decode_input_request": "false",
+        "enable_envvars_config": "false",
+        "async_logging": "true",
+    }
+    return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def log_config(level: int) -> str:
+    """log4j2 config: MMS and worker output to stdout at the level asked for.
+
+    The access log and the metrics lines (one per request and per minute) show at DEBUG only.
+    """
+    java_level = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn"}.get(
+        level, "error" if level > logging.WARNING else "debug"
+    )
+    chatty = "info" if level <= logging.DEBUG else "off"
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Configuration>
+  <Appenders>
+    <Console name="STDOUT" target="SYSTEM_OUT">
+      <PatternLayout pattern="%d{{ISO8601}} [%-5p] %t %c{{1}} - %m%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Logger name="ACCESS_LOG" level="{chatty}"/>
+    <Logger name="MMS_METRICS" level="{chatty}"/>
+    <Logger name="MODEL_METRICS" level="{chatty}"/>
+    <Logger name="io.netty" level="error"/>
+    <Logger name="org.apache" level="off"/>
+    <Root level="{java_level}"><AppenderRef ref="STDOUT"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+def java_command(settings: Settings, paths: RunPaths) -> list[str]:
+    """The MMS frontend's command line, as mms.model_server would build it, minus its pid file."""
+    import mms
+
+    mms_home = Path(mms.__file__).resolve().parent.parent
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else "java"
+    class_path = f"{mms_home / 'mms' / 'frontend' / '*'}:{PLUGIN_JAR}"
+    return [
+        java,
+        *settings.vmargs.split(),
+        f"-Dmodel_server_home={mms_home}",
+        f"-Dlog4j.configurationFile=file://{paths.log_config}",
+        f"-Djava.io.tmpdir={paths.root}",
+        "-cp",
+        class_path,
+        "com.amazonaws.ml.mms.ModelServer",
+        "--python",
+        sys.executable,
+        "-f",
+        str(paths.config),
+    ]
+
+
+def batching_query(settings: Settings) -> str:
+    """The plugin call that sets batching on the model MMS loaded at start."""
+    return (
+        f"/serving?batch_size={settings.batch_size}&max_batch_delay={settings.max_batch_delay_ms}"
+    )
+
+
+def worker_environment(settings: Settings, paths: RunPaths) -> dict[str, str]:
+    """The environment of MMS and so of its workers."""
+    threads = str(settings.torch_threads)
+    return {
+        **os.environ,
+        "SERVING_RUN_DIR": str(paths.root),
+        # Absolute, because the workers run in another directory.
+        "SERVING_MODEL_DIR": str(settings.model_dir),
+        "SERVING_CODE_DIR": str(settings.code_dir),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads),
+        "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", threads),
+        "PYTHONUNBUFFERED": "1",
+    }

@@ -1,0 +1,292 @@
+"""The serving process: starts MMS, loads the model, stays honest about readiness, stops clean.
+
+1. Checks what it can before starting anything (model directory, Java, the /ping plugin) and
+   installs ``code/requirements.txt`` if there is one, as SageMaker's toolkits do.
+2. Writes MMS's configuration into a new private run directory and starts the MMS frontend
+   in its own process group, so that every process of the server can be found and stopped.
+3. Sets the batch size and delay through the plugin's endpoint on the management API (a Unix
+   socket in the run directory) and waits until a worker has loaded the model. If the model
+   cannot load, a worker writes the reason to the run directory, and this process stops the
+   server and exits 1 with that reason, instead of MMS retrying the worker forever.
+4. On SIGTERM or SIGINT: /ping turns 503, requests in flight finish (up to
+   SERVING_DRAIN_SECONDS), then MMS and its workers are stopped, the run directory is
+   removed, and the exit code is 0. MMS alone would drop requests in flight and orphan its
+   workers; this process is their subreaper on Linux, so none outlives it.
+
+MMS's own launcher (mms.model_server) is not used: it writes a pid file to the shared temp
+directory and refuses to start a second server on the machine.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sagemaker_torch_serving import activity, mms_config
+from sagemaker_torch_serving.mms_config import RunPaths
+from sagemaker_torch_serving.settings import Settings, SettingsError
+
+logger = logging.getLogger("sagemaker_torch_serving.server")
+
+POLL_SECONDS = 0.05
+STOP_GRACE_SECONDS = 5.0
+IDLE_TO_DRAIN_SECONDS = 0.2
+
+
+class ServerError(Exception):
+    """The server cannot start or go on; the message is the one line a person reads."""
+
+
+def main() -> int:
+    """Serve until SIGTERM or SIGINT; the exit code is 0 then, 1 on failure, 2 on bad settings."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"serving: invalid setting: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=settings.log_level,
+        format="%(asctime)s [%(levelname)s] serving: %(message)s",
+    )
+    return Server(settings).run()
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop_requested = threading.Event()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.management: ManagementClient
+
+    def run(self) -> int:
+        started = time.monotonic()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        _become_subreaper()
+        paths = RunPaths(Path(tempfile.mkdtemp(prefix="sagemaker-serving-")))
+        try:
+            self._check_prerequisites()
+            _install_requirements(self.settings.code_dir / "requirements.txt")
+            mms_config.write_run_dir(self.settings, paths)
+            self._start_mms(paths)
+            self._load_model(paths)
+            if self.stop_requested.is_set():
+                return 0
+            logger.info(
+                "ready in %.2f s: http://%s:%d (workers=%d, batch size=%d, max delay=%d ms)",
+                time.monotonic() - started,
+                self.settings.host,
+                self.settings.port,
+                self.settings.workers,
+                self.settings.batch_size,
+                self.settings.max_batch_delay_ms,
+            )
+            self._serve(paths)
+            return 0
+        except ServerError as error:
+            logger.error("%s", error)
+            return 1
+        finally:
+            self._stop_processes()
+            shutil.rmtree(paths.root, ignore_errors=True)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        logger.info("%s received: stopping", signal.Signals(signum).name)
+        self.stop_requested.set()
+
+    def _check_prerequisites(self) -> None:
+        if not self.settings.model_dir.is_dir():
+            raise ServerError(
+                f"model directory {self.settings.model_dir} does not exist: mount the model "
+                "there or set SERVING_MODEL_DIR"
+            )
+        java = mms_config.java_command(self.settings, RunPaths(Path()))[0]
+        if shutil.which(java) is None:
+            raise ServerError(f"Java, which MMS needs, was not found ({java}); install Java 17")
+        if not mms_config.PLUGIN_JAR.is_file():
+            raise ServerError(
+                f"{mms_config.PLUGIN_JAR} is missing: build it with scripts/build_plugin.sh"
+            )
+
+    def _start_mms(self, paths: RunPaths) -> None:
+        self.management = ManagementClient(paths.management_socket)
+        command = mms_config.java_command(self.settings, paths)
+        logger.debug("starting MMS: %s", " ".join(command))
+        self.process = subprocess.Popen(
+            command,
+            cwd=paths.root,
+            env=mms_config.worker_environment(self.settings, paths),
+            start_new_session=True,
+        )
+
+    def _load_model(self, paths: RunPaths) -> None:
+        """Set batching, then wait until a worker has loaded the model (or fails to, or a stop)."""
+        deadline = time.monotonic() + self.settings.startup_timeout_seconds
+        batching_set = False
+        while not self.stop_requested.is_set():
+            self._check_alive_while_loading(paths, deadline)
+            state = self.management.state()
+            if state is not None and not batching_set:
+                self.management.put(mms_config.batching_query(self.settings))
+                batching_set = True
+            elif state is not None and state["loaded_workers"] > 0:
+                return
+            time.sleep(POLL_SECONDS)
+
+    def _check_alive_while_loading(self, paths: RunPaths, deadline: float) -> None:
+        if paths.load_failure.exists():
+            reason = paths.load_failure.read_text().strip()
+            raise ServerError(f"the model failed to load: {reason}")
+        self._check_mms_alive()
+        if time.monotonic() > deadline:
+            raise ServerError(
+                f"the model did not load within SAGEMAKER_STARTUP_TIMEOUT="
+                f"{self.settings.startup_timeout_seconds} s"
+            )
+
+    def _check_mms_alive(self) -> None:
+        assert self.process is not None
+        code = self.process.poll()
+        if code is not None:
+            raise ServerError(f"MMS exited with code {code}; its log above says why")
+
+    def _serve(self, paths: RunPaths) -> None:
+        while not self.stop_requested.wait(POLL_SECONDS * 4):
+            self._check_mms_alive()
+        self._drain(paths)
+
+    def _drain(self, paths: RunPaths) -> None:
+        """Turn /ping to 503 and wait until no worker has had work for a moment."""
+        self.management.put("/serving?draining=true")
+        deadline = time.monotonic() + self.settings.drain_seconds
+        idle_since: float | None = None
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if activity.any_busy(paths.activity):
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            elif now - idle_since >= IDLE_TO_DRAIN_SECONDS:
+                logger.info("drained: no request in flight")
+                return
+            time.sleep(POLL_SECONDS / 5)
+        logger.warning("requests still in flight after SERVING_DRAIN_SECONDS; stopping anyway")
+
+    def _stop_processes(self) -> None:
+        """Stop MMS, then whatever is left of its process group (the Python workers)."""
+        if self.process is None:
+            return
+        group = self.process.pid  # start_new_session made MMS the leader of its own group
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            if not _signal_group(group, signum):
+                break
+            deadline = time.monotonic() + STOP_GRACE_SECONDS / 2
+            while time.monotonic() < deadline and _group_alive(group):
+                _reap_children()
+                time.sleep(POLL_SECONDS)
+        _reap_children()
+        logger.info("stopped")
+
+
+class ManagementClient:
+    """The plugin's /serving endpoint on MMS's management API, over its Unix socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def state(self) -> dict[str, Any] | None:
+        """``{"loaded_workers": n, "draining": b, ...}``, or None while MMS does not answer."""
+        if not self.path.exists():
+            return None
+        try:
+            return self._call("GET", "/serving")
+        except OSError:
+            return None
+
+    def put(self, target: str) -> dict[str, Any]:
+        return self._call("PUT", target)
+
+    def _call(self, method: str, target: str) -> dict[str, Any]:
+        connection = _UnixHTTPConnection(self.path, timeout=5.0)
+        try:
+            connection.request(method, target)
+            response = connection.getresponse()
+            body = response.read()
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise ServerError(f"MMS answered {method} {target} with {response.status}: {body!r}")
+        return json.loads(body)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def _install_requirements(path: Path) -> None:
+    if not path.is_file():
+        return
+    logger.info("installing %s", path)
+    command = [sys.executable, "-m", "pip", "install", "--no-input", "-r", str(path)]
+    if subprocess.run(command, check=False).returncode != 0:
+        raise ServerError(f"pip could not install {path}; its output above says why")
+
+
+def _become_subreaper() -> None:
+    """Adopt orphaned descendants (MMS's workers), so that they can be found, stopped, reaped."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+
+def _signal_group(group: int, signum: int) -> bool:
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_alive(group: int) -> bool:
+    return _signal_group(group, 0)
+
+
+def _reap_children() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

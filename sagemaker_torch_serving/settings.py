@@ -1,0 +1,198 @@
+"""Every setting the runtime reads, from the environment, in one place.
+
+SageMaker's own variables keep SageMaker's names; what is ours starts with ``SERVING_``.
+``Settings.from_env`` is called at start (server) and at model load (worker), never at import.
+
+| variable | default | meaning |
+| --- | --- | --- |
+| SAGEMAKER_BIND_TO_PORT | 8080 | port for /ping and /invocations |
+| SERVING_HOST | 127.0.0.1 | address to bind (the container sets 0.0.0.0) |
+| SAGEMAKER_BASE_DIR | /opt/ml | base of the model directory |
+| SERVING_MODEL_DIR | $SAGEMAKER_BASE_DIR/model | the extracted model (model.tar.gz's content) |
+| SERVING_CODE_DIR | $SERVING_MODEL_DIR/code | where SAGEMAKER_PROGRAM and requirements.txt live |
+| SAGEMAKER_PROGRAM | inference.py | the handler module (required only when set) |
+| SAGEMAKER_MODEL_SERVER_WORKERS | GPUs, else CPUs | worker processes |
+| SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS | 60 | seconds one batch may take before MMS gives up |
+| SAGEMAKER_MODEL_SERVER_TIMEOUT | (same) | read as seconds too, when the _SECONDS one is unset |
+| SAGEMAKER_STARTUP_TIMEOUT | 600 | seconds the model may take to load |
+| SAGEMAKER_MAX_PAYLOAD_IN_MB | 6 | limit on request and response bodies |
+| SAGEMAKER_CONTAINER_LOG_LEVEL | 20 | Python logging level, a number or a name |
+| SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT | application/json | answer type when Accept is */* or none |
+| SAGEMAKER_MODEL_SERVER_BATCH_SIZE | 1 | requests MMS hands the handler at once |
+| SERVING_MAX_BATCH_DELAY_MS | 5 | how long MMS waits to fill a batch |
+| SAGEMAKER_MODEL_SERVER_VMARGS | see DEFAULT_VMARGS | JVM flags for the MMS frontend |
+| SERVING_TORCH_THREADS | CPUs / workers | torch intra-op threads per worker |
+| SERVING_DEVICE | auto | auto, cpu or cuda: where the default model_fn places the model |
+| SERVING_TRUST_PICKLED_MODEL | false | let the default model_fn unpickle a whole nn.Module |
+| SERVING_WARMUP_SHAPE | (off) | e.g. 1,1,8,8: run zeros of this shape through the model at load |
+| SERVING_DRAIN_SECONDS | 25 | on SIGTERM, how long requests in flight may take to finish |
+
+The server makes a private run directory under TMPDIR and tells its workers where it is in
+SERVING_RUN_DIR (internal: not a setting).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+DEFAULT_VMARGS = (
+    "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+UseSerialGC "
+    "-XX:+ExitOnOutOfMemoryError -Xss512k"
+)
+MEBIBYTE = 1024 * 1024
+MAX_MMS_PORT = 32766
+
+
+class SettingsError(ValueError):
+    """A variable holds a value the runtime cannot use; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    model_dir: Path
+    code_dir: Path
+    program: str | None
+    workers: int
+    gpu_count: int
+    timeout_seconds: int
+    startup_timeout_seconds: int
+    max_payload_bytes: int
+    log_level: int
+    default_accept: str
+    batch_size: int
+    max_batch_delay_ms: int
+    vmargs: str
+    torch_threads: int
+    device: str
+    trust_pickled_model: bool
+    warmup_shape: tuple[int, ...] | None
+    drain_seconds: int
+    run_dir: Path | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Reader(os.environ if environ is None else environ)
+        base_dir = Path(env.text("SAGEMAKER_BASE_DIR", "/opt/ml"))
+        model_dir = Path(env.text("SERVING_MODEL_DIR", str(base_dir / "model"))).absolute()
+        gpu_count = visible_gpu_count(env.raw)
+        cpus = os.cpu_count() or 1
+        workers = env.positive_int("SAGEMAKER_MODEL_SERVER_WORKERS", gpu_count or cpus)
+        timeout = env.positive_int(
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS",
+            env.positive_int("SAGEMAKER_MODEL_SERVER_TIMEOUT", 60),
+        )
+        device = env.text("SERVING_DEVICE", "auto").lower()
+        if device not in ("auto", "cpu", "cuda"):
+            raise SettingsError(f"SERVING_DEVICE must be auto, cpu or cuda, got {device!r}")
+        run_dir = env.text("SERVING_RUN_DIR", "")
+        return cls(
+            host=env.text("SERVING_HOST", "127.0.0.1"),
+            port=env.port("SAGEMAKER_BIND_TO_PORT", 8080),
+            model_dir=model_dir,
+            code_dir=Path(env.text("SERVING_CODE_DIR", str(model_dir / "code"))).absolute(),
+            program=env.raw.get("SAGEMAKER_PROGRAM", "").strip() or None,
+            workers=workers,
+            gpu_count=gpu_count,
+            timeout_seconds=timeout,
+            startup_timeout_seconds=env.positive_int("SAGEMAKER_STARTUP_TIMEOUT", 600),
+            max_payload_bytes=env.positive_int("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6) * MEBIBYTE,
+            log_level=env.log_level("SAGEMAKER_CONTAINER_LOG_LEVEL", logging.INFO),
+            default_accept=env.text("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/json"),
+            batch_size=env.positive_int("SAGEMAKER_MODEL_SERVER_BATCH_SIZE", 1),
+            max_batch_delay_ms=env.non_negative_int("SERVING_MAX_BATCH_DELAY_MS", 5),
+            vmargs=env.text("SAGEMAKER_MODEL_SERVER_VMARGS", DEFAULT_VMARGS),
+            torch_threads=env.positive_int("SERVING_TORCH_THREADS", max(1, cpus // workers)),
+            device=device,
+            trust_pickled_model=env.flag("SERVING_TRUST_PICKLED_MODEL"),
+            warmup_shape=env.shape("SERVING_WARMUP_SHAPE"),
+            drain_seconds=env.non_negative_int("SERVING_DRAIN_SECONDS", 25),
+            run_dir=Path(run_dir) if run_dir else None,
+        )
+
+    @property
+    def program_path(self) -> Path:
+        """The handler module: SAGEMAKER_PROGRAM, else the optional ``inference.py``."""
+        return self.code_dir / (self.program or "inference.py")
+
+
+def visible_gpu_count(environ: Mapping[str, str]) -> int:
+    """NVIDIA GPUs this process may use, found without importing torch (which takes seconds)."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [part for part in visible.split(",") if part.strip()]
+        return 0 if not ids or ids[0].strip() == "-1" else len(ids)
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+class _Reader:
+    """Typed access to variables; every failure names the variable and the value."""
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self.raw = raw
+
+    def text(self, name: str, default: str) -> str:
+        value = self.raw.get(name, "").strip()
+        return value or default
+
+    def _int(self, name: str, default: int, minimum: int, what: str) -> int:
+        value = self.raw.get(name, "").strip()
+        if not value:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise SettingsError(f"{name} must be {what}, got {value!r}")
+        return number
+
+    def positive_int(self, name: str, default: int) -> int:
+        return self._int(name, default, 1, "a positive integer")
+
+    def non_negative_int(self, name: str, default: int) -> int:
+        return self._int(name, default, 0, "an integer of 0 or more")
+
+    def port(self, name: str, default: int) -> int:
+        # MMS refuses ports from 32767 up ("Invalid port number"), so say so before it starts.
+        port = self._int(name, default, 1, "a TCP port (1-32766)")
+        if port > MAX_MMS_PORT:
+            raise SettingsError(f"{name} must be a TCP port below 32767 (MMS's limit), got {port}")
+        return port
+
+    def flag(self, name: str) -> bool:
+        value = self.raw.get(name, "").strip().lower()
+        if value in ("", "0", "false", "no", "off"):
+            return False
+        if value in ("1", "true", "yes", "on"):
+            return True
+        raise SettingsError(f"{name} must be true or false, got {value!r}")
+
+    def log_level(self, name: str, default: int) -> int:
+        value = self.raw.get(name, "").strip()
+        if not value:
+            return default
+        if value.isdigit():
+            return int(value)
+        level = logging.getLevelName(value.upper())
+        if not isinstance(level, int):
+            raise SettingsError(f"{name} must be a logging level (20, INFO, ...), got {value!r}")
+        return level
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        value = self.raw.get(name, "").strip()
+        if not value:
+            return None
+        try:
+            shape = tuple(int(part) for part in value.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or min(shape) < 1:
+            raise SettingsError(f"{name} must be positive integers like 1,3,224,224, got {value!r}")
+        return shape

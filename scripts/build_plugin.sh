@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds sagemaker_torch_serving/java/serving-plugin.jar, the MMS plugin behind an honest /ping,
+# batching for models loaded at start, and draining,
+# against the MMS jar of the given Python (default: python3). Needs a JDK (javac, jar).
+set -euo pipefail
+python=${1:-python3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+mms_jar=$("$python" -c 'import mms, pathlib; print(pathlib.Path(mms.__file__).parent / "frontend" / "model-server.jar")')
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+javac --release 11 -nowarn -cp "$mms_jar" -d "$out" "$root"/sagemaker_torch_serving/java/*.java
+mkdir -p "$out/META-INF/services"
+printf '%s\n' sagemaker.serving.ReadinessPing sagemaker.serving.ServingControl \
+  > "$out/META-INF/services/software.amazon.ai.mms.servingsdk.ModelServerEndpoint"
+jar cf "$root/sagemaker_torch_serving/java/serving-plugin.jar" -C "$out" .
