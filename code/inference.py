@@ -39,7 +39,7 @@ SUPPORTED_CONTENT_TYPES: str = "image/png, image/jpeg, application/x-image, appl
 
 
 def preprocess(images: np.ndarray) -> torch.Tensor:
-    """Turn uint8 grayscale images ``[N, 8, 8]`` into the normalized model input ``[N, 1, 8, 8]``."""
+    """Turn uint8 grayscale images ``[N, 8, 8]`` into the normalized input ``[N, 1, 8, 8]``."""
     array = np.asarray(images)
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 images, got dtype {array.dtype}")
@@ -91,7 +91,7 @@ def _image_bytes_from_json(request_body: bytes) -> bytes:
         raise ValueError('JSON body must be an object with an "image" field: {"image": "<base64>"}')
     encoded = payload["image"]
     if not isinstance(encoded, str):
-        raise ValueError('"image" must be a base64-encoded PNG or JPEG string')  # noqa: TRY004
+        raise ValueError('"image" must be a base64-encoded PNG or JPEG string')
     if encoded.startswith("data:") and "," in encoded:  # tolerate data URLs
         encoded = encoded.split(",", 1)[1]
     try:

@@ -8,7 +8,7 @@ the serving handlers.
 
 Writes, under ``--out`` (default ``build``):
 
-* ``model/model.pt``        TorchScript model, input ``[N, 1, 8, 8]`` float32, output logits ``[N, 10]``
+* ``model/model.pt``        TorchScript model: float32 ``[N, 1, 8, 8]`` in, logits ``[N, 10]`` out
 * ``model-onnx/model.onnx`` the same model in ONNX (input ``input``, output ``logits``, batch axis
   ``batch``), checked against torch with onnxruntime
 * ``heldout.npz``           held-out split: ``images`` uint8 ``[M, 8, 8]``, ``labels`` int64 ``[M]``

@@ -8,6 +8,7 @@ handler code under ``code/``), reproducibly (sorted names, zero times and owners
 
 from __future__ import annotations
 
+import gzip
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,12 @@ def pack(out: Path, model_dir: Path, code_dir: Path | None = None) -> None:
             raise ArchiveError(f"{model_dir} has a code/ folder already; pass no code_dir")
         members += list(_walk(code_dir, "code"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out, "w:gz", format=tarfile.PAX_FORMAT) as archive:
+    # gzip's own header would hold the time and the file name: zero them, for reproducibility.
+    with (
+        out.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
+    ):
         for name, path in sorted(members):
             info = archive.gettarinfo(str(path), arcname=name)
             info.mtime = 0

@@ -38,8 +38,11 @@ class UserFunction:
     name: str
     function: Callable[..., Any]
     takes_context: bool
+    context_by_keyword: bool = False  # def input_fn(body, content_type, *, context)
 
     def __call__(self, *args: Any, context: Any) -> Any:
+        if self.context_by_keyword:
+            return self.function(*args, context=context)
         if self.takes_context:
             return self.function(*args, context)
         return self.function(*args)
@@ -112,10 +115,19 @@ def _bind(name: str, function: Callable[..., Any]) -> UserFunction:
         for p in parameters
         if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     ]
-    if len(positional) not in (len(expected), len(expected) + 1):
+    keyword_context = any(
+        p.kind is inspect.Parameter.KEYWORD_ONLY and p.name == "context" for p in parameters
+    )
+    allowed = (len(expected),) if keyword_context else (len(expected), len(expected) + 1)
+    if len(positional) not in allowed:
         wanted = ", ".join(expected)
         raise ContractError(
             f"{name} must take ({wanted}) or ({wanted}, context); "
             f"it takes {len(positional)} arguments"
         )
-    return UserFunction(name, function, takes_context=len(positional) == len(expected) + 1)
+    return UserFunction(
+        name,
+        function,
+        takes_context=keyword_context or len(positional) == len(expected) + 1,
+        context_by_keyword=keyword_context,
+    )

@@ -52,6 +52,10 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
 def _load(mms_context: Any) -> Pipeline:
     settings = Settings.from_env()
     logging.basicConfig(stream=sys.stdout, level=settings.log_level, format="%(message)s")
+    if settings.log_level > logging.DEBUG:
+        # MMS's worker logs "[METRICS]..." lines after every batch; the frontend drops them
+        # unless DEBUG, so do not write them at all.
+        logging.getLogger("mms.service").setLevel(logging.WARNING)
     started = time.perf_counter()
     try:
         pipeline = _build(settings, dict(mms_context.system_properties))

@@ -77,12 +77,15 @@ def properties(settings: Settings, paths: RunPaths) -> str:
 def log_config(level: int) -> str:
     """log4j2 config: MMS and worker output to stdout at the level asked for.
 
-    The access log and the metrics lines (one per request and per minute) show at DEBUG only.
+    The access log, the metrics and the per-batch "Backend response time" lines show at DEBUG
+    only: at INFO they are several log lines per request.
     """
     java_level = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn"}.get(
         level, "error" if level > logging.WARNING else "debug"
     )
-    chatty = "info" if level <= logging.DEBUG else "off"
+    debug = level <= logging.DEBUG
+    chatty = "info" if debug else "off"
+    batches = "info" if debug else "warn"
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <Configuration>
   <Appenders>
@@ -94,6 +97,7 @@ def log_config(level: int) -> str:
     <Logger name="ACCESS_LOG" level="{chatty}"/>
     <Logger name="MMS_METRICS" level="{chatty}"/>
     <Logger name="MODEL_METRICS" level="{chatty}"/>
+    <Logger name="com.amazonaws.ml.mms.wlm.WorkerThread" level="{batches}"/>
     <Logger name="io.netty" level="error"/>
     <Logger name="org.apache" level="off"/>
     <Root level="{java_level}"><AppenderRef ref="STDOUT"/></Root>

@@ -8,15 +8,16 @@ npy and npz keep their dtype; images become float32 ``[1, 3, H, W]`` tensors in 
 from __future__ import annotations
 
 import io
+import math
 import zipfile
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import orjson
 import torch
 
 from sagemaker_torch_serving import media
-from sagemaker_torch_serving.errors import BadRequest, UnsupportedContentType
+from sagemaker_torch_serving.errors import BadRequest, InferenceError, UnsupportedContentType
 
 DECODABLE = (
     media.JSON,
@@ -43,13 +44,20 @@ def decode(body: bytes, content_type: str, params: dict[str, str], max_bytes: in
     if not body:
         raise BadRequest("the request body is empty")
     try:
-        if content_type in (media.JSON, media.JSONLINES, media.CSV):
+        if content_type == media.CSV:
             return _float_tensor(_decode_text(body, content_type, params.get("charset")))
+        if content_type in (media.JSON, media.JSONLINES):
+            tensor = _float_tensor(_decode_text(body, content_type, params.get("charset")))
+            if torch.isnan(tensor).any():  # JSON has no NaN: it was a null
+                raise ValueError("null is not a number")
+            return tensor
         if content_type == media.NPY:
-            return _tensor(np.load(io.BytesIO(body), allow_pickle=False))
+            return _tensor(_load_npy(io.BytesIO(body), len(body)))
         if content_type == media.NPZ:
             return _decode_npz(body, max_bytes * MAX_NPZ_EXPANSION)
         return _decode_image(body)
+    except InferenceError:
+        raise
     except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise BadRequest(f"could not decode the {content_type} body: {error}") from None
 
@@ -60,7 +68,8 @@ def encode(prediction: Any, accept: str) -> bytes:
     if accept == media.JSON:
         return _json(value)
     if accept == media.JSONLINES:
-        rows = value if isinstance(value, (list, np.ndarray)) else [value]
+        is_rows = isinstance(value, list) or (isinstance(value, np.ndarray) and value.ndim > 0)
+        rows = value if is_rows else [value]
         return b"".join(_json(row) + b"\n" for row in rows)
     if accept == media.CSV:
         table = np.asarray(value)
@@ -131,18 +140,44 @@ def _float_tensor(data: Any) -> torch.Tensor:
 def _tensor(array: np.ndarray) -> torch.Tensor:
     if array.dtype.kind not in "biuf":
         raise ValueError(f"arrays of dtype {array.dtype} cannot become tensors")
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
+def _load_npy(stream: IO[bytes], available: int) -> np.ndarray:
+    """np.load of one .npy, after checking that its header claims no more than ``available``
+    bytes (numpy allocates the claimed shape before it reads a byte of data)."""
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f"npy format version {version} is not supported")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > available:
+        raise ValueError(f"the header claims {claimed} bytes of data, the body holds less")
+    stream.seek(0)
+    array = np.load(stream, allow_pickle=False)
+    if not isinstance(array, np.ndarray):
+        raise ValueError("the body is not a single .npy array (an .npz is application/x-npz)")
+    return array
+
+
 def _decode_npz(body: bytes, max_unpacked: int) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    arrays = []
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
-        unpacked = sum(info.file_size for info in archive.infolist())
-    if unpacked > max_unpacked:
-        raise ValueError(f"the archive unpacks to {unpacked} bytes, over the {max_unpacked} limit")
-    with np.load(io.BytesIO(body), allow_pickle=False) as arrays:
-        tensors = tuple(_tensor(arrays[name]) for name in arrays.files)
-    if not tensors:
+        members = archive.infolist()
+        unpacked = sum(member.file_size for member in members)
+        if unpacked > max_unpacked:
+            raise ValueError(f"the archive unpacks to {unpacked} bytes, over {max_unpacked}")
+        for member in members:
+            with archive.open(member) as stream:
+                arrays.append(_load_npy(io.BytesIO(stream.read()), member.file_size))
+    if not arrays:
         raise ValueError("the archive holds no arrays")
+    tensors = tuple(_tensor(array) for array in arrays)
     return tensors[0] if len(tensors) == 1 else tensors
 
 
@@ -154,7 +189,7 @@ def _decode_image(body: bytes) -> torch.Tensor:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise ValueError(f"the image has {width}x{height} pixels, over {MAX_IMAGE_PIXELS}")
-            array = np.asarray(image.convert("RGB"))
+            array = np.array(image.convert("RGB"))
     except Image.DecompressionBombError as error:
         raise ValueError(str(error)) from None
     tensor = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)

@@ -7,9 +7,13 @@ import io
 import json
 import signal
 import statistics
+import subprocess
+import sys
 import textwrap
 import threading
 import time
+import uuid
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -248,9 +252,7 @@ def test_sigterm_finishes_requests_in_flight_and_leaves_nothing(
     children = server.descendants()
     assert len(children) >= 2  # java and at least one Python worker
     run_dirs = [
-        arg.split("=", 1)[1]
-        for arg in children[0].cmdline()
-        if arg.startswith("-Djava.io.tmpdir=")
+        arg.split("=", 1)[1] for arg in children[0].cmdline() if arg.startswith("-Djava.io.tmpdir=")
     ]
     in_flight: dict[str, requests.Response] = {}
     slow = threading.Thread(
@@ -338,9 +340,7 @@ def test_digits_over_http_match_the_accuracy_of_training(start_server, digits):
     latencies = []
     for body in bodies[:200]:
         began = time.perf_counter()
-        session.post(
-            f"{server.url}/invocations", data=body, headers={"Content-Type": "image/png"}
-        )
+        session.post(f"{server.url}/invocations", data=body, headers={"Content-Type": "image/png"})
         latencies.append(time.perf_counter() - began)
     print(
         f"\ndigits: {len(bodies)} held-out PNGs over HTTP, accuracy {accuracy:.4f} "
@@ -349,3 +349,47 @@ def test_digits_over_http_match_the_accuracy_of_training(start_server, digits):
     )
     assert accuracy == pytest.approx(trained, abs=1e-6)  # metrics.json keeps 6 digits
     assert accuracy > 0.95
+
+
+def make_wheel(directory: Path, name: str, source: str) -> Path:
+    """A minimal pure-Python wheel holding one module, made without any build tool."""
+    wheel = directory / f"{name}-1.0-py3-none-any.whl"
+    dist_info = f"{name}-1.0.dist-info"
+    files = {
+        f"{name}.py": source,
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    records = [f"{path},," for path in files] + [f"{dist_info}/RECORD,,"]
+    files[f"{dist_info}/RECORD"] = "\n".join(records) + "\n"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+def test_code_requirements_are_installed_at_start(tmp_path, start_server, scale_model):
+    name = f"serving_marker_{uuid.uuid4().hex[:8]}"
+    wheel = make_wheel(tmp_path, name, "FACTOR = 3\n")
+    code = write_code(
+        tmp_path,
+        f"""
+        import {name}
+
+        def predict_fn(data, model):
+            return data * {name}.FACTOR
+        """,
+    )
+    (code / "requirements.txt").write_text(f"{wheel}\n")
+    try:
+        server = start_server(SERVING_MODEL_DIR=str(scale_model), SERVING_CODE_DIR=str(code))
+        server.wait_ready()
+        assert post(server, b"[[2]]", "application/json").json() == [[6.0]]
+    finally:
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", name], check=False)
+
+    (code / "requirements.txt").write_text(f"{tmp_path / 'no-such-package'}\n")
+    server = start_server(SERVING_MODEL_DIR=str(scale_model), SERVING_CODE_DIR=str(code))
+    assert server.process.wait(60) == 1
+    assert f"pip could not install {code / 'requirements.txt'}" in server.log()
