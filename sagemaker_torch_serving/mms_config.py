@@ -77,8 +77,8 @@ def properties(settings: Settings, paths: RunPaths) -> str:
 def log_config(level: int) -> str:
     """log4j2 config: MMS and worker output to stdout at the level asked for.
 
-    The access log, the metrics and the per-batch "Backend response time" lines show at DEBUG
-    only: at INFO they are several log lines per request.
+    The access log, the metrics, the per-batch "Backend response time" and the per-call
+    plugin lines (every /ping) show at DEBUG only: at INFO they are lines per request.
     """
     java_level = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn"}.get(
         level, "error" if level > logging.WARNING else "debug"
@@ -98,6 +98,7 @@ def log_config(level: int) -> str:
     <Logger name="MMS_METRICS" level="{chatty}"/>
     <Logger name="MODEL_METRICS" level="{chatty}"/>
     <Logger name="com.amazonaws.ml.mms.wlm.WorkerThread" level="{batches}"/>
+    <Logger name="com.amazonaws.ml.mms.http.HttpRequestHandler" level="{batches}"/>
     <Logger name="io.netty" level="error"/>
     <Logger name="org.apache" level="off"/>
     <Root level="{java_level}"><AppenderRef ref="STDOUT"/></Root>

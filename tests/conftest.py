@@ -87,8 +87,12 @@ class ServerProcess:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
 
-    def kill_all(self) -> None:
-        """Last resort at teardown: nothing a test started may outlive it."""
+    def stop(self) -> None:
+        """At teardown: SIGTERM (the server cleans up after itself), then kill what is left."""
+        try:
+            self.terminate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
         for child in self.descendants():
             child.kill()
         if self.process.poll() is None:
@@ -115,7 +119,7 @@ def start_server(tmp_path: Path, plugin_jar: Path) -> Iterator:
 
     yield start
     for server in servers:
-        server.kill_all()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
