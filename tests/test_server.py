@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import signal
@@ -336,16 +337,18 @@ def test_digits_over_http_match_the_accuracy_of_training(start_server, digits):
     response = requests.post(f"{server.url}/invocations", json={"image": image}, timeout=10)
     assert response.json()["predicted_class"] == predicted[0]
 
-    session = requests.Session()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port)  # keep-alive, no extras
     latencies = []
-    for body in bodies[:200]:
+    for body in bodies * 2:
         began = time.perf_counter()
-        session.post(f"{server.url}/invocations", data=body, headers={"Content-Type": "image/png"})
+        connection.request("POST", "/invocations", body, {"Content-Type": "image/png"})
+        assert connection.getresponse().read()
         latencies.append(time.perf_counter() - began)
+    connection.close()
     print(
         f"\ndigits: {len(bodies)} held-out PNGs over HTTP, accuracy {accuracy:.4f} "
         f"(training measured {trained:.4f}); start to first answer {first_answer:.2f} s; "
-        f"p50 latency {statistics.median(latencies) * 1000:.2f} ms"
+        f"p50 latency of one PNG, one client: {statistics.median(latencies) * 1000:.2f} ms"
     )
     assert accuracy == pytest.approx(trained, abs=1e-6)  # metrics.json keeps 6 digits
     assert accuracy > 0.95
