@@ -1,13 +1,32 @@
 # make serve: serve the example model on 127.0.0.1:8080, as the container will (Ctrl-C stops it)
-# make test:  the whole test suite (make test-quick: without the tests that start servers)
+# make test:  the whole test suite (make test-quick: without the tests that start servers or
+#             containers; the container tests need a Docker engine, see .ci/run)
+#
+# The image: make build [IMAGE=name:tag] [DEVICE=gpu|cpu] [BASE_IMAGE=...] [WHEELHOUSE=dir]
+#            make run [MODEL=dir-or-model.tar.gz] [PORT=8080] [GPU=1] [NETWORK=bridge|host]
+#            make invoke [PORT=8080]
+#            make push [IMAGE=...] [REGION=...] [REPOSITORY=...] [REGISTRY=host:port]
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PLUGIN := sagemaker_torch_serving/java/serving-plugin.jar
-MODEL := build/model/model.pt
+EXAMPLE := build/model/model.pt
 
-.PHONY: venv plugin model package serve test test-quick lint clean
+IMAGE ?= sagemaker-torch-serving:latest
+DEVICE ?= gpu
+BASE_IMAGE ?=
+WHEELHOUSE ?=
+MODEL ?= build/model
+PORT ?= 8080
+GPU ?=
+NETWORK ?= bridge
+REGION ?=
+REPOSITORY ?=
+REGISTRY ?=
+
+.PHONY: venv plugin model package serve test test-quick test-container lint clean \
+	build run invoke push
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -17,15 +36,15 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 plugin: $(PLUGIN)
-$(PLUGIN): $(wildcard sagemaker_torch_serving/java/*.java) $(VENV)/.installed
+$(PLUGIN): $(wildcard sagemaker_torch_serving/java/*.java) scripts/build_plugin.sh $(VENV)/.installed
 	scripts/build_plugin.sh $(PY)
 
-model: $(MODEL)
-$(MODEL): model/train.py code/inference.py $(VENV)/.installed
+model: $(EXAMPLE)
+$(EXAMPLE): model/train.py code/inference.py $(VENV)/.installed
 	$(PY) model/train.py --out build
 
 package: build/model.tar.gz
-build/model.tar.gz: $(MODEL) code/inference.py
+build/model.tar.gz: $(EXAMPLE) code/inference.py
 	$(PY) scripts/package_model.py --model-dir build/model --code-dir code --out $@
 
 serve: venv plugin model
@@ -38,8 +57,26 @@ test: venv plugin
 test-quick: venv plugin
 	$(PY) -m pytest -m "not slow"
 
+test-container: venv plugin
+	$(PY) -m pytest tests/test_container.py tests/test_push.py
+
 lint: venv
-	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(VENV)/bin/hadolint Dockerfile
+
+build: venv
+	$(PY) scripts/build.py --tag $(IMAGE) --device $(DEVICE) \
+		$(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) $(if $(WHEELHOUSE),--wheelhouse $(WHEELHOUSE))
+
+run: venv
+	$(PY) scripts/run_local.py --image $(IMAGE) --model $(MODEL) --port $(PORT) \
+		--network $(NETWORK) $(if $(GPU),--gpu)
+
+invoke: venv
+	$(PY) scripts/invoke.py --url http://127.0.0.1:$(PORT)
+
+push: venv
+	$(PY) scripts/push.py $(IMAGE) $(if $(REGION),--region $(REGION)) \
+		$(if $(REPOSITORY),--repository $(REPOSITORY)) $(if $(REGISTRY),--registry $(REGISTRY))
 
 clean:
-	rm -rf build $(PLUGIN)
+	rm -rf build $(PLUGIN) sagemaker_torch_serving/java/native

@@ -2,14 +2,21 @@
 """The container's entry point: ``serve`` starts the server; anything else is run as a command.
 
 SageMaker runs the image with the single argument ``serve``. ``docker run IMAGE bash`` (or any
-other command) replaces this process with that command, as an image without an entry point would.
+other command) replaces this process with that command, as an image without an entry point
+would. Either way CUDA forward compatibility is arranged first (cuda_compat.py), because the
+library path must be right before any process loads CUDA.
 """
 
 import os
 import sys
 
+from sagemaker_torch_serving.cuda_compat import enable_forward_compat
+
 
 def main(argv: list[str]) -> int:
+    line = enable_forward_compat(os.environ)
+    if line:
+        print(f"entrypoint: {line}", file=sys.stderr, flush=True)
     if argv[:1] == ["serve"]:
         from sagemaker_torch_serving.server import main as serve
 

@@ -1,9 +1,13 @@
 """model.tar.gz, packed and unpacked safely.
 
-Unpacking uses tarfile's ``data`` filter: no absolute paths, no ``..``, no links that leave the
-destination, no devices, no set-uid bits; and the members' total size is bounded, so a small
-archive cannot fill the disk. Packing writes SageMaker's layout (model files at the root, the
-handler code under ``code/``), reproducibly (sorted names, zero times and owners).
+Unpacking takes regular files and folders only: no absolute paths, no ``..``, no links (which
+could lead out of the destination), no devices, no set-uid bits, no owners from the archive;
+and the members' total size is bounded, so a small archive cannot fill the disk. This is
+checked here rather than left to tarfile's ``data`` filter, which Pythons before 3.11.4 (such as
+Debian bookworm's) lack; where it exists it is applied as well.
+
+Packing writes SageMaker's layout (model files at the root, the handler code under ``code/``),
+reproducibly (sorted names, zero times and owners).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import gzip
 import tarfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 MAX_UNPACKED_BYTES = 64 * 1024**3
 
@@ -52,12 +56,31 @@ def unpack(archive_path: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) 
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive_path, "r:*") as archive:
-            total = sum(member.size for member in archive.getmembers())
+            members = [_checked(member) for member in archive.getmembers()]
+            total = sum(member.size for member in members)
             if total > max_bytes:
                 raise ArchiveError(f"{archive_path} unpacks to {total} bytes, over {max_bytes}")
-            archive.extractall(dest, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(dest, members=members, filter="data")
+            else:
+                archive.extractall(dest, members=members)
     except (tarfile.TarError, OSError) as error:
         raise ArchiveError(f"cannot unpack {archive_path}: {error}") from error
+
+
+def _checked(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The member if it is a plain file or folder with a safe relative name; else an error."""
+    parts = PurePosixPath(member.name).parts
+    if member.name.startswith("/") or ".." in parts:
+        raise ArchiveError(f"{member.name!r} would be written outside the destination")
+    if not (member.isfile() or member.isdir()):
+        raise ArchiveError(
+            f"{member.name!r} is a link or special file; archives may hold files only"
+        )
+    member.mode &= 0o755
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    return member
 
 
 def _walk(root: Path, prefix: str) -> Iterator[tuple[str, Path]]:

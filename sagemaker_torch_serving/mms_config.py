@@ -25,6 +25,7 @@ from sagemaker_torch_serving.settings import Settings
 MODEL_NAME = "model"
 HANDLER = "sagemaker_torch_serving.handler_service:handle"
 PLUGIN_JAR = Path(__file__).parent / "java" / "serving-plugin.jar"
+NATIVE_DIR = Path(__file__).parent / "java" / "native"  # Netty's epoll library, see build_plugin.sh
 
 # MMS answers a body over its own limit with a bare 413 and no JSON. So MMS's limit is set
 # this many times higher, and the handler enforces SAGEMAKER_MAX_PAYLOAD_IN_MB with a JSON 413;
@@ -121,6 +122,7 @@ def java_command(settings: Settings, paths: RunPaths) -> list[str]:
         f"-Dmodel_server_home={mms_home}",
         f"-Dlog4j.configurationFile=file://{paths.log_config}",
         f"-Djava.io.tmpdir={paths.root}",
+        f"-Djava.library.path={NATIVE_DIR}",
         "-cp",
         class_path,
         "com.amazonaws.ml.mms.ModelServer",

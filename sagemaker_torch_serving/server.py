@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sagemaker_torch_serving import activity, mms_config
+from sagemaker_torch_serving import activity, mms_config, model_source
 from sagemaker_torch_serving.mms_config import RunPaths
 from sagemaker_torch_serving.settings import Settings, SettingsError
 
@@ -78,6 +78,7 @@ class Server:
         _become_subreaper()
         paths = RunPaths(Path(tempfile.mkdtemp(prefix="sagemaker-serving-")))
         try:
+            self._find_model(paths)
             self._check_prerequisites()
             _install_requirements(self.settings.code_dir / "requirements.txt")
             mms_config.write_run_dir(self.settings, paths)
@@ -106,6 +107,15 @@ class Server:
     def _on_signal(self, signum: int, _frame: object) -> None:
         logger.info("%s received: stopping", signal.Signals(signum).name)
         self.stop_requested.set()
+
+    def _find_model(self, paths: RunPaths) -> None:
+        try:
+            archive = model_source.archive_to_unpack(self.settings)
+            if archive is not None:
+                destination = paths.root / "unpacked-model"
+                self.settings = model_source.unpack_model(self.settings, archive, destination)
+        except model_source.ModelSourceError as error:
+            raise ServerError(str(error)) from error
 
     def _check_prerequisites(self) -> None:
         if not self.settings.model_dir.is_dir():

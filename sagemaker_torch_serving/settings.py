@@ -9,7 +9,9 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SERVING_HOST | 127.0.0.1 | address to bind (the container sets 0.0.0.0) |
 | SAGEMAKER_BASE_DIR | /opt/ml | base of the model directory |
 | SERVING_MODEL_DIR | $SAGEMAKER_BASE_DIR/model | the extracted model (model.tar.gz's content) |
-| SERVING_CODE_DIR | $SERVING_MODEL_DIR/code | where SAGEMAKER_PROGRAM and requirements.txt live |
+| SERVING_MODEL_ARCHIVE | (none) | a model.tar.gz to unpack and serve instead of the directory |
+| SERVING_CODE_DIR | see below | where SAGEMAKER_PROGRAM and requirements.txt live |
+| SERVING_DEFAULT_CODE_DIR | (none) | code for models that bring none (the image bakes code/ here) |
 | SAGEMAKER_PROGRAM | inference.py | the handler module (required only when set) |
 | SAGEMAKER_MODEL_SERVER_WORKERS | GPUs, else CPUs | worker processes |
 | SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS | 60 | seconds one batch may take before MMS gives up |
@@ -27,6 +29,10 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SERVING_WARMUP_SHAPE | (off) | e.g. 1,1,8,8: run zeros of this shape through the model at load |
 | SERVING_DRAIN_SECONDS | 25 | on SIGTERM, how long requests in flight may take to finish |
 
+The code directory is SERVING_CODE_DIR if set, else the model's own code/ (SageMaker's layout)
+if it has one, else SERVING_DEFAULT_CODE_DIR if set, else $SERVING_MODEL_DIR/code.
+A model directory holding nothing but one .tar.gz is served as that archive.
+
 The server makes a private run directory under TMPDIR and tells its workers where it is in
 SERVING_RUN_DIR (internal: not a setting).
 """
@@ -41,7 +47,7 @@ from pathlib import Path
 
 DEFAULT_VMARGS = (
     "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+UseSerialGC "
-    "-XX:+ExitOnOutOfMemoryError -Xss512k"
+    "-XX:+ExitOnOutOfMemoryError -XX:-UsePerfData -Xss512k"
 )
 MEBIBYTE = 1024 * 1024
 MAX_MMS_PORT = 32766
@@ -56,6 +62,7 @@ class Settings:
     host: str
     port: int
     model_dir: Path
+    model_archive: Path | None
     code_dir: Path
     program: str | None
     workers: int
@@ -95,7 +102,8 @@ class Settings:
             host=env.text("SERVING_HOST", "127.0.0.1"),
             port=env.port("SAGEMAKER_BIND_TO_PORT", 8080),
             model_dir=model_dir,
-            code_dir=Path(env.text("SERVING_CODE_DIR", str(model_dir / "code"))).absolute(),
+            model_archive=_optional_path(env.text("SERVING_MODEL_ARCHIVE", "")),
+            code_dir=_code_dir(env, model_dir),
             program=env.raw.get("SAGEMAKER_PROGRAM", "").strip() or None,
             workers=workers,
             gpu_count=gpu_count,
@@ -119,6 +127,19 @@ class Settings:
     def program_path(self) -> Path:
         """The handler module: SAGEMAKER_PROGRAM, else the optional ``inference.py``."""
         return self.code_dir / (self.program or "inference.py")
+
+
+def _optional_path(value: str) -> Path | None:
+    return Path(value).absolute() if value else None
+
+
+def _code_dir(env: _Reader, model_dir: Path) -> Path:
+    explicit = env.text("SERVING_CODE_DIR", "")
+    if explicit:
+        return Path(explicit).absolute()
+    own = model_dir / "code"
+    default = env.text("SERVING_DEFAULT_CODE_DIR", "")
+    return own if own.is_dir() or not default else Path(default).absolute()
 
 
 def visible_gpu_count(environ: Mapping[str, str]) -> int:

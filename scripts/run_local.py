@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Run the image locally as SageMaker would (`docker run IMAGE serve`), on a mounted model.
+
+    python scripts/run_local.py --image sagemaker-torch-serving:latest --model build/model
+    python scripts/run_local.py --model model.tar.gz --port 8080 --gpu
+
+--model is a directory (mounted read-only at /opt/ml/model, as SageMaker does after unpacking
+model.tar.gz) or a model.tar.gz (mounted as the only file there, unpacked at start). The
+container's log streams here; Ctrl-C stops it as SageMaker does (SIGTERM, then SIGKILL after
+30 s). --network host serves on the host's 127.0.0.1 directly (for hosts without a bridge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from pathlib import Path
+
+import docker
+import docker.errors
+from docker.types import DeviceRequest
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default="sagemaker-torch-serving:latest")
+    parser.add_argument("--model", type=Path, required=True, help="a directory or model.tar.gz")
+    parser.add_argument("--port", type=int, default=8080, help="the host port to serve on")
+    parser.add_argument("--gpu", action="store_true", help="give the container every GPU")
+    parser.add_argument("--network", choices=("bridge", "host"), default="bridge")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the container")
+    args = parser.parse_args(argv)
+
+    model = args.model.resolve()
+    if model.is_dir():
+        volumes = {str(model): {"bind": "/opt/ml/model", "mode": "ro"}}
+    elif model.is_file() and model.name.endswith(ARCHIVE_SUFFIXES):
+        volumes = {str(model): {"bind": "/opt/ml/model/model.tar.gz", "mode": "ro"}}
+    else:
+        return fail(
+            f"model not found: {args.model} (a directory or a .tar.gz; `make model` "
+            "builds the example in build/model)"
+        )
+    environment = dict(item.split("=", 1) for item in args.env if "=" in item)
+    options: dict = {"volumes": volumes, "environment": environment}
+    if args.network == "host":
+        options["network_mode"] = "host"
+        environment["SAGEMAKER_BIND_TO_PORT"] = str(args.port)
+    else:
+        options["ports"] = {"8080/tcp": args.port}
+    if args.gpu:
+        options["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        return fail(f"cannot reach the Docker daemon ({error}); is Docker running?")
+    name = f"sagemaker-serving-{uuid.uuid4().hex[:8]}"
+    try:
+        container = client.containers.run(args.image, ["serve"], name=name, detach=True, **options)
+    except docker.errors.ImageNotFound:
+        return fail(f"image {args.image} not found: build it with `make build`")
+    except docker.errors.APIError as error:
+        _remove(client, name)  # a failed start leaves a container in state Created
+        if args.gpu and "device driver" in str(error):
+            return fail(
+                "--gpu needs the NVIDIA Container Toolkit, which this Docker host "
+                f"lacks ({error.explanation})"
+            )
+        return fail(f"docker could not start the container: {error.explanation}")
+
+    print(f"{name}: serving {args.model} on port {args.port}; Ctrl-C stops it", flush=True)
+    try:
+        for line in container.logs(stream=True, follow=True):
+            sys.stdout.write(line.decode(errors="replace"))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        print(f"\nstopping {name}", flush=True)
+        container.stop(timeout=30)
+    code = container.wait()["StatusCode"]
+    container.remove()
+    print(f"{name} exited with code {code}")
+    return code
+
+
+def _remove(client: docker.DockerClient, name: str) -> None:
+    try:
+        client.containers.get(name).remove(force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def fail(message: str) -> int:
+    print(f"run_local: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

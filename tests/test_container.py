@@ -1,0 +1,228 @@
+"""The real image, built with scripts/build.py and run with Docker on 127.0.0.1 (--network host).
+
+The image is the CPU variant on a Debian bookworm base made with debootstrap (no registry can
+be reached here), with torch from the machine's wheelhouse. SERVING_TEST_IMAGE names a prebuilt
+image to use instead. Without a Docker engine the module is skipped, except in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from sagemaker_torch_serving.archive import pack
+from tests.conftest import REPO, free_port
+
+docker = pytest.importorskip("docker")
+
+pytestmark = pytest.mark.slow
+
+BASE_IMAGE = "local/bookworm:base"
+TEST_IMAGE = "sagemaker-torch-serving:test"
+
+
+@pytest.fixture(scope="module")
+def client():
+    try:
+        engine = docker.from_env()
+        engine.ping()
+    except docker.errors.DockerException as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs a Docker engine: {error}")
+        pytest.skip(f"no Docker engine: {error}")
+    return engine
+
+
+@pytest.fixture(scope="module")
+def image(client) -> str:
+    """The image under test, built from this checkout (cached layers make a rebuild quick)."""
+    if os.environ.get("SERVING_TEST_IMAGE"):
+        return os.environ["SERVING_TEST_IMAGE"]
+    subprocess.run([str(REPO / "scripts" / "make_base_image.sh"), BASE_IMAGE], check=True)
+    command = [sys.executable, str(REPO / "scripts" / "build.py"), "--tag", TEST_IMAGE]
+    command += ["--device", "cpu", "--base-image", BASE_IMAGE]
+    # A folder with the CPU torch wheel (pip's find-links here) spares the PyTorch index.
+    wheelhouse = Path(os.environ.get("PIP_FIND_LINKS", "/opt/wheels"))
+    if list(wheelhouse.glob("torch-*+cpu-*.whl")):
+        command += ["--wheelhouse", str(wheelhouse)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    return TEST_IMAGE
+
+
+class Container:
+    def __init__(self, client, image: str, env: dict[str, str] | None = None, **options) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {"SAGEMAKER_BIND_TO_PORT": str(self.port), **(env or {})}
+        self.container = client.containers.run(
+            image,
+            ["serve"],
+            detach=True,
+            network_mode="host",
+            environment=environment,
+            **options,
+        )
+
+    def logs(self) -> str:
+        return self.container.logs().decode(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            self.container.reload()
+            if self.container.status == "exited":
+                pytest.fail(f"the container exited:\n{self.logs()[-4000:]}")
+            time.sleep(0.1)
+        pytest.fail(f"not ready after {timeout} s:\n{self.logs()[-4000:]}")
+
+    def invoke(self, body: bytes, content_type: str) -> requests.Response:
+        headers = {"Content-Type": content_type}
+        return requests.post(f"{self.url}/invocations", data=body, headers=headers, timeout=30)
+
+    def remove(self) -> None:
+        try:
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+@pytest.fixture
+def run(client, image) -> Iterator:
+    started: list[Container] = []
+
+    def start(**options) -> Container:
+        container = Container(client, image, **options)
+        started.append(container)
+        return container
+
+    yield start
+    for container in started:
+        container.remove()
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def accuracy(container: Container, heldout, count: int | None = None) -> float:
+    images, labels = heldout["images"][:count], heldout["labels"][:count]
+    predicted = []
+    for digit in images:
+        response = container.invoke(png(digit), "image/png")
+        assert response.status_code == 200, response.text
+        predicted.append(response.json()["predicted_class"])
+    return float(np.mean(np.array(predicted) == labels))
+
+
+def mount(source: Path, target: str) -> dict:
+    return {str(source): {"bind": target, "mode": "ro"}}
+
+
+def test_directory_model_as_root(run, digits):
+    """/opt/ml/model as SageMaker mounts it; the image's baked code/inference.py serves it."""
+    heldout = np.load(digits / "heldout.npz")
+    trained = json.loads((digits / "metrics.json").read_text())["heldout_accuracy"]
+    container = run(volumes=mount(digits / "model", "/opt/ml/model"))
+    container.wait_ready()
+    served = accuracy(container, heldout)
+    print(f"\ncontainer: accuracy over HTTP {served:.4f}, training measured {trained:.4f}")
+    assert served == pytest.approx(trained, abs=1e-6)
+
+    image = __import__("base64").b64encode(png(heldout["images"][0])).decode()
+    response = container.invoke(json.dumps({"image": image}).encode(), "application/json")
+    assert response.json()["predicted_class"] == int(heldout["labels"][0])
+    assert container.invoke(b"nonsense", "text/plain").status_code == 415
+
+    began = time.monotonic()
+    container.container.stop(timeout=30)
+    stopped = time.monotonic() - began
+    container.container.reload()
+    assert container.container.attrs["State"]["ExitCode"] == 0, container.logs()
+    assert stopped < 10
+    assert "stopped" in container.logs()
+
+
+def test_model_archive_with_its_own_code_as_uid_1000_on_a_read_only_root(run, digits, tmp_path):
+    """model.tar.gz as the only file in /opt/ml/model, holding code/inference.py."""
+    archive = tmp_path / "archive" / "model.tar.gz"
+    pack(archive, digits / "model", REPO / "code")
+    heldout = np.load(digits / "heldout.npz")
+    container = run(
+        volumes=mount(archive.parent, "/opt/ml/model"),
+        user="1000:1000",
+        read_only=True,
+        tmpfs={"/tmp": "rw,size=512m"},
+        env={"SERVING_DEFAULT_CODE_DIR": "/nonexistent"},  # the archive's code must be used
+    )
+    container.wait_ready()
+    assert accuracy(container, heldout, 100) == accuracy_in_training(digits, heldout, 100)
+    assert "unpacked /opt/ml/model/model.tar.gz" in container.logs()
+
+
+def accuracy_in_training(digits: Path, heldout, count: int) -> float:
+    """What the TorchScript model itself predicts for the first ``count`` held-out images."""
+    import torch
+
+    spec = __import__("importlib.util").util.spec_from_file_location(
+        "inf", REPO / "code/inference.py"
+    )
+    inference = __import__("importlib.util").util.module_from_spec(spec)
+    spec.loader.exec_module(inference)
+    model = torch.jit.load(str(digits / "model" / "model.pt"))
+    with torch.inference_mode():
+        logits = model(inference.preprocess(heldout["images"][:count]))
+    return float((logits.argmax(1).numpy() == heldout["labels"][:count]).mean())
+
+
+def test_archive_named_by_variable(run, digits, tmp_path):
+    archive = tmp_path / "models" / "digits.tar.gz"
+    pack(archive, digits / "model", REPO / "code")
+    container = run(
+        volumes=mount(archive.parent, "/models"),
+        env={"SERVING_MODEL_ARCHIVE": "/models/digits.tar.gz"},
+    )
+    container.wait_ready()
+    heldout = np.load(digits / "heldout.npz")
+    response = container.invoke(png(heldout["images"][1]), "image/png")
+    assert response.json()["predicted_class"] == int(heldout["labels"][1])
+
+
+def test_a_broken_model_stops_the_container_with_the_reason(run, digits, tmp_path):
+    model_dir = tmp_path / "broken"
+    model_dir.mkdir()
+    (model_dir / "model.pt").write_bytes((digits / "model" / "model.pt").read_bytes())
+    (model_dir / "other.pt").write_bytes((digits / "model" / "model.pt").read_bytes())
+    container = run(volumes=mount(model_dir, "/opt/ml/model"))
+    result = container.container.wait(timeout=120)
+    assert result["StatusCode"] == 1
+    assert "the model failed to load: ModelLoadError" in container.logs()
+    assert "found model.pt, other.pt" in container.logs()
+
+
+def test_other_commands_run_in_place_of_the_server(client, image):
+    output = client.containers.run(
+        image, ["python", "-c", "import torch; print(torch.__version__)"], remove=True
+    )
+    assert output.decode().strip().startswith("2.13.0")
+    labels = client.images.get(image).labels
+    assert labels.get("com.amazonaws.sagemaker.capabilities.accept-bind-to-port") == "true"
+    assert "com.amazonaws.sagemaker.capabilities.multi-models" not in labels
