@@ -24,7 +24,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sagemaker_torch_serving.errors import NotAcceptable, UnsupportedContentType
+
+# The serving runtime answers an exception with an integer ``status_code`` with that status, so
+# these need no import from it, and this module runs under the official toolkits as well.
+class UnsupportedContentType(ValueError):
+    status_code = 415
+
+
+class NotAcceptable(ValueError):
+    status_code = 406
+
 
 # Normalization constants: mean/std of the uint8-quantized training pixels scaled to [0, 1].
 MEAN: float = 0.3053

@@ -10,7 +10,10 @@ Faults of the stock setup (sagemaker-inference's model_server.py) fixed here:
 - MMS's own /ping said 200 without a loaded model: a plugin replaces it (java/);
 - a model loaded at start (the only kind /invocations serves) always had batch size 1: the
   plugin's management endpoint sets batch size and delay (java/ServingControl.java);
-- a handler module had to hold exactly one class: the handler is given as module:function.
+- a handler module had to hold exactly one class: the handler is given as module:function;
+- MMS's decoder of the workers' answers failed on a frame split inside its response headers:
+  the plugin jar replaces it (java/ModelResponseDecoder.java), so it comes first on the class
+  path.
 """
 
 from __future__ import annotations
@@ -115,7 +118,8 @@ def java_command(settings: Settings, paths: RunPaths) -> list[str]:
     mms_home = Path(mms.__file__).resolve().parent.parent
     java_home = os.environ.get("JAVA_HOME")
     java = str(Path(java_home) / "bin" / "java") if java_home else "java"
-    class_path = f"{mms_home / 'mms' / 'frontend' / '*'}:{PLUGIN_JAR}"
+    # The plugin jar comes first: its ModelResponseDecoder replaces MMS's (see its comment).
+    class_path = f"{PLUGIN_JAR}:{mms_home / 'mms' / 'frontend' / '*'}"
     return [
         java,
         *settings.vmargs.split(),

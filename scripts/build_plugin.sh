@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds sagemaker_torch_serving/java/serving-plugin.jar, the MMS plugin behind an honest /ping,
-# batching for models loaded at start, and draining, against the MMS jar of the given Python
-# (default: python3). Needs a JDK (javac, jar).
+# batching for models loaded at start, draining, and a fixed decoder of the workers' answers,
+# against the MMS jar of the given Python (default: python3). Needs a JDK (javac, jar).
 # Also takes Netty's epoll library out of the MMS jar into java/native/, which server.py puts
 # on java.library.path: Netty otherwise unpacks it into the temp folder at every start, which
 # fails where that folder is noexec (Docker's --tmpfs default), and MMS then falls back to

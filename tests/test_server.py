@@ -396,3 +396,29 @@ def test_code_requirements_are_installed_at_start(tmp_path, start_server, scale_
     server = start_server(SERVING_MODEL_DIR=str(scale_model), SERVING_CODE_DIR=str(code))
     assert server.process.wait(60) == 1
     assert f"pip could not install {code / 'requirements.txt'}" in server.log()
+
+
+def test_batched_answers_with_headers_split_across_reads_all_arrive(start_server, scale_model):
+    """MMS's own decoder dropped the worker's connection when an answer with a header was split
+    across socket reads, which batches of small answers are once Netty's read size has shrunk
+    to fit them (java/ModelResponseDecoder.java replaces it)."""
+    server = start_server(
+        SERVING_MODEL_DIR=str(scale_model),
+        SAGEMAKER_MODEL_SERVER_BATCH_SIZE="8",
+        SERVING_MAX_BATCH_DELAY_MS="20",
+    )
+    server.wait_ready()
+
+    def call(index: int) -> requests.Response:
+        body = json.dumps([[index, 0.5]]).encode()
+        return post(server, body, "application/json", **{CUSTOM_ATTRIBUTES: f"n={index}"})
+
+    for index in range(50):  # one at a time: small reads teach Netty small buffers
+        assert call(index).status_code == 200
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(call, range(400)))
+    assert [response.status_code for response in responses] == [200] * 400
+    for index, response in enumerate(responses):
+        assert response.json()[0][:2] == [index * 2, 1.0]
+        assert response.headers["X-Request-Id"]
+    assert "Invalid message size" not in server.log()
