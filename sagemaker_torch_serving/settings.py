@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 DEFAULT_VMARGS = (
-    "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+UseSerialGC "
+    "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+UseParallelGC "
     "-XX:+ExitOnOutOfMemoryError -XX:-UsePerfData -Xss512k"
 )
 MEBIBYTE = 1024 * 1024
