@@ -1,0 +1,254 @@
+"""python -m bench [--quick | --full] [--workloads tiny,image,digits] [--contenders ...]
+
+Serves each workload with each contender in turn on 127.0.0.1, loads it with wrk at
+concurrency 1, 8 and 32, and writes results.md, results.json and throughput_vs_p99.png under
+bench/results/<time>/ (and prints the Markdown). Ratios compare contenders from the same run.
+The official contenders need their virtual environments: bench/contenders/setup.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import random
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import inprocess, report
+from bench.load import LoadResult, run_wrk
+from bench.servers import Contender, start
+from bench.workloads import REPO, prepare
+
+DESCRIPTIONS = {
+    "tiny": "an MLP on 64 floats as JSON (the serving overhead dominates)",
+    "image": "JPEG decode, resize 224, normalize, ResNet-18 with random weights",
+    "digits": "the example digits CNN with PNG bodies",
+}
+# "ours (best)": the settings that measured best on this 2-core machine, per workload.
+BEST = {
+    "tiny": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},
+    "image": {
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+        "SERVING_TORCH_THREADS": "2",
+        "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": "8",
+        "SERVING_MAX_BATCH_DELAY_MS": "5",
+    },
+    "digits": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},
+}
+
+
+def contenders(workload: str) -> list[Contender]:
+    best_batch = BEST[workload].get("SAGEMAKER_MODEL_SERVER_BATCH_SIZE")
+    listed = [
+        Contender("ours-best", "ours (best)", "ours", "ours", dict(BEST[workload])),
+        Contender("ours-defaults", "ours (defaults)", "ours", "portable"),
+        Contender("stock", "stock MMS + sagemaker-inference", "stock", "portable"),
+        Contender("torchserve", "sagemaker-pytorch-inference", "torchserve", "ours"),
+    ]
+    if best_batch:
+        batching = {"SAGEMAKER_TS_BATCH_SIZE": best_batch, "SAGEMAKER_TS_MAX_BATCH_DELAY": "5"}
+        listed.append(
+            Contender(
+                "torchserve-batching",
+                f"sagemaker-pytorch-inference (batch {best_batch})",
+                "torchserve",
+                "ours",
+                batching,
+            )
+        )
+    return listed
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="4 s per level, one run (default)")
+    mode.add_argument("--full", action="store_true", help="10 s per level, median of 3 runs")
+    parser.add_argument("--workloads", default="tiny,image,digits")
+    parser.add_argument("--contenders", help="keys to run, e.g. ours-best,stock")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    seconds, repeats = (10.0, 3) if args.full else (4.0, 1)
+    levels = [int(level) for level in args.concurrency.split(",")]
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out / stamp
+    scratch = REPO / "build" / "bench"
+    (out / "logs").mkdir(parents=True)
+
+    results: dict[str, Any] = {
+        "date": stamp,
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, "
+        f"Python {platform.python_version()}",
+        "mode": "full" if args.full else "quick",
+        "seconds": seconds,
+        "repeats": repeats,
+        "command": "python -m bench " + " ".join(argv),
+        "workloads": {},
+    }
+    for name in args.workloads.split(","):
+        workload = prepare(name, scratch)
+        batch = int(BEST[name].get("SAGEMAKER_MODEL_SERVER_BATCH_SIZE", "1"))
+        workers = int(BEST[name]["SAGEMAKER_MODEL_SERVER_WORKERS"])
+        print(f"== {name}: in-process", flush=True)
+        limit = {
+            "workers": workers,
+            "p50_ms": inprocess.latency_p50_ms(workload, 300),
+            "throughput_by_batch": {
+                str(size): inprocess.throughput(workload, workers, size, seconds)
+                for size in sorted({1, batch})
+            },
+        }
+        entry: dict[str, Any] = {
+            "description": DESCRIPTIONS[name],
+            "inprocess": limit,
+            "contenders": {},
+        }
+        for contender in contenders(name):
+            if args.contenders and contender.key not in args.contenders.split(","):
+                continue
+            if not contender.available():
+                print(f"== {name}: {contender.label}: not set up (bench/contenders/setup.sh)")
+                continue
+            print(f"== {name}: {contender.label}", flush=True)
+            entry["contenders"][contender.key] = measure(
+                contender, workload, levels, seconds, repeats, out / "logs"
+            )
+        results["workloads"][name] = entry
+    results["ratios"] = ratios(results)
+    paths = report.write(results, out)
+    print(paths[1].read_text())
+    print("written: " + ", ".join(str(path.relative_to(REPO)) for path in paths))
+    return 0
+
+
+def measure(contender, workload, levels, seconds, repeats, logs) -> dict[str, Any]:
+    server = start(contender, workload, free_port(), logs)
+    try:
+        startup = server.first_answer(workload)
+        run_wrk(server.port, workload.body, workload.content_type, 8, 2)  # warm up
+        measured = []
+        for level in levels:
+            runs = [
+                run_wrk(server.port, workload.body, workload.content_type, level, seconds)
+                for _ in range(repeats)
+            ]
+            measured.append(median_run(runs))
+        memory = server.memory_mb()
+    except RuntimeError as error:
+        return {"label": contender.label, "error": str(error)}
+    finally:
+        server.stop()
+    return {
+        "label": contender.label,
+        "env": contender.env,
+        "startup_s": round(startup, 3),
+        "memory": memory,
+        "levels": [
+            {
+                "concurrency": run.concurrency,
+                "throughput": round(run.throughput, 1),
+                "p50_ms": run.p50_ms,
+                "p99_ms": run.p99_ms,
+                "errors": run.errors,
+            }
+            for run in measured
+        ],
+    }
+
+
+def median_run(runs: list[LoadResult]) -> LoadResult:
+    """The run with the median throughput (its latencies with it)."""
+    return sorted(runs, key=lambda run: run.throughput)[len(runs) // 2]
+
+
+def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def level(workload: str, key: str, concurrency: int) -> dict[str, Any] | None:
+        contender = results["workloads"].get(workload, {}).get("contenders", {}).get(key, {})
+        for entry in contender.get("levels", []):
+            if entry["concurrency"] == concurrency:
+                return entry
+        return None
+
+    def add(measure: str, value: float | None, target: str, met: bool | None, unit: str = "x"):
+        text = "n/a" if value is None else f"{value:.2f}{unit}"
+        rows.append({"measure": measure, "value": text, "target": target, "met": met})
+
+    ours, stock = level("tiny", "ours-best", 8), level("tiny", "stock", 8)
+    value = ours["throughput"] / stock["throughput"] if ours and stock else None
+    add(
+        "tiny, c=8: ours (best) / stock req/s",
+        value,
+        ">= 1.5x",
+        None if value is None else value >= 1.5,
+    )
+    ours1 = level("tiny", "ours-best", 1)
+    if ours1 and "tiny" in results["workloads"]:
+        gap = ours1["p50_ms"] - results["workloads"]["tiny"]["inprocess"]["p50_ms"]
+        add("tiny, c=1: ours (best) p50 minus in-process", gap, "<= 0.6 ms", gap <= 0.6, " ms")
+    image = results["workloads"].get("image")
+    ours8 = level("image", "ours-best", 8)
+    if image and ours8:
+        batch = BEST["image"].get("SAGEMAKER_MODEL_SERVER_BATCH_SIZE", "1")
+        limit = image["inprocess"]["throughput_by_batch"][batch]
+        value = ours8["throughput"] / limit
+        add(
+            f"image, c=8: ours (best) / in-process at batch {batch}", value, ">= 0.9x", value >= 0.9
+        )
+        best_ts = max(
+            (
+                entry["throughput"]
+                for key in ("torchserve", "torchserve-batching")
+                if (entry := level("image", key, 8))
+            ),
+            default=None,
+        )
+        value = ours8["throughput"] / best_ts if best_ts else None
+        add(
+            "image, c=8: ours (best) / sagemaker-pytorch-inference's best",
+            value,
+            ">= 1.3x",
+            None if value is None else value >= 1.3,
+        )
+    digits = results["workloads"].get("digits", {}).get("contenders", {}).get("ours-best")
+    if digits and "startup_s" in digits:
+        value = digits["startup_s"]
+        add("digits: ours, start to first answer", value, "< 3 s", value < 3, " s")
+    for workload, entry in results["workloads"].items():
+        for key, contender in entry["contenders"].items():
+            if key == "ours-best" or "levels" not in contender:
+                continue
+            for concurrency in (1, 8, 32):
+                ours_level, other = (
+                    level(workload, "ours-best", concurrency),
+                    level(workload, key, concurrency),
+                )
+                if ours_level and other and other["throughput"]:
+                    add(
+                        f"{workload}, c={concurrency}: ours (best) / {contender['label']} req/s",
+                        ours_level["throughput"] / other["throughput"],
+                        "",
+                        None,
+                    )
+    return rows
+
+
+def free_port() -> int:
+    while True:
+        port = random.randint(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,79 @@
+"""The limit a server can approach: the same handler chain, called in a plain Python loop.
+
+Our pipeline (handler_service builds it exactly as a worker does) runs batches of the same
+request with no HTTP, no MMS and no sockets, in as many processes as the server has workers,
+each with the same torch thread count.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import statistics
+import time
+
+from bench.workloads import Workload
+
+
+def throughput(workload: Workload, workers: int, batch_size: int, seconds: float) -> float:
+    """Requests per second of ``workers`` processes, each looping over batches."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers) as pool:
+        counts = pool.starmap(_loop, [(workload, workers, batch_size, seconds)] * workers)
+    return sum(counts) / seconds
+
+
+def latency_p50_ms(workload: Workload, requests: int) -> float:
+    """Median time of one request through the chain, one at a time, in one process."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_latency, (workload, requests))
+
+
+def _pipeline(workload: Workload, workers: int):
+    os.environ.update(
+        SERVING_MODEL_DIR=str(workload.model_dir),
+        SERVING_CODE_DIR=str(workload.code_dir("ours")),
+        SAGEMAKER_MODEL_SERVER_WORKERS=str(workers),
+        SAGEMAKER_CONTAINER_LOG_LEVEL="WARNING",
+    )
+    from sagemaker_torch_serving.handler_service import _build
+    from sagemaker_torch_serving.settings import Settings
+
+    return _build(Settings.from_env(), {"gpu_id": None})
+
+
+def _requests(workload: Workload, count: int):
+    from sagemaker_torch_serving.context import ServingContext
+    from sagemaker_torch_serving.pipeline import Request
+
+    headers = {"content-type": workload.content_type}
+    return [
+        Request(
+            str(i), workload.body, workload.content_type, None, ServingContext({}, str(i), headers)
+        )
+        for i in range(count)
+    ]
+
+
+def _loop(workload: Workload, workers: int, batch_size: int, seconds: float) -> int:
+    pipeline = _pipeline(workload, workers)
+    for _ in range(3):
+        pipeline.run(_requests(workload, batch_size))  # warm up
+    done = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        answers = pipeline.run(_requests(workload, batch_size))
+        assert all(answer.status == 200 for answer in answers)
+        done += len(answers)
+    return done
+
+
+def _latency(workload: Workload, requests: int) -> float:
+    pipeline = _pipeline(workload, 1)
+    times = []
+    for _ in range(requests):
+        began = time.perf_counter()
+        pipeline.run(_requests(workload, 1))
+        times.append(time.perf_counter() - began)
+    return statistics.median(times[requests // 10 :]) * 1000

@@ -1,0 +1,105 @@
+"""The benchmark's results as a table a person reads at a glance, JSON, and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def write(results: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "results.json", out / "results.md", out / "throughput_vs_p99.png"]
+    paths[0].write_text(json.dumps(results, indent=2) + "\n")
+    paths[1].write_text(markdown(results))
+    plot(results, paths[2])
+    return paths
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"# Benchmark, {results['date']}",
+        "",
+        f"Machine: {results['machine']}. Mode: {results['mode']} "
+        f"({results['seconds']} s per level, median of {results['repeats']}). "
+        f"Load: wrk, 1 thread, keep-alive, 127.0.0.1. Command: `{results['command']}`",
+        "",
+    ]
+    for name, workload in results["workloads"].items():
+        limit = workload["inprocess"]
+        lines += [
+            f"## {name}: {workload['description']}",
+            "",
+            f"In-process limit: {limit['p50_ms']:.3f} ms per request (batch 1, one process); "
+            + ", ".join(
+                f"{rps:.0f} req/s at batch {batch}"
+                for batch, rps in limit["throughput_by_batch"].items()
+            )
+            + f" ({limit['workers']} processes).",
+            "",
+            "| contender | start to first answer | worker RSS | c | req/s | p50 ms | p99 ms "
+            "| errors |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for contender in workload["contenders"].values():
+            if "error" in contender:
+                lines.append(f"| {contender['label']} | failed: {contender['error']} | | | | | | |")
+                continue
+            startup = f"{contender['startup_s']:.2f} s"
+            memory = f"{contender['memory']['worker_rss_mb']:.0f} MB"
+            for index, level in enumerate(contender["levels"]):
+                head = [contender["label"], startup, memory] if index == 0 else ["", "", ""]
+                lines.append(
+                    "| "
+                    + " | ".join(head)
+                    + f" | {level['concurrency']} | {level['throughput']:.0f}"
+                    f" | {level['p50_ms']:.2f} | {level['p99_ms']:.2f} | {level['errors']} |"
+                )
+        lines.append("")
+    lines += [
+        "## Ratios and targets",
+        "",
+        "| measure | value | target | met |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for row in results["ratios"]:
+        met = "" if row["met"] is None else ("yes" if row["met"] else "**no**")
+        lines.append(f"| {row['measure']} | {row['value']} | {row['target']} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = results["workloads"]
+    figure, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
+    for axis, (name, workload) in zip(axes[0], workloads.items(), strict=True):
+        for contender in workload["contenders"].values():
+            if "levels" not in contender:
+                continue
+            levels = contender["levels"]
+            axis.plot(
+                [level["p99_ms"] for level in levels],
+                [level["throughput"] for level in levels],
+                marker="o",
+                label=contender["label"],
+            )
+            for level in levels:
+                axis.annotate(
+                    f"c={level['concurrency']}",
+                    (level["p99_ms"], level["throughput"]),
+                    fontsize=7,
+                    alpha=0.7,
+                )
+        axis.set_xscale("log")
+        axis.set_xlabel("p99 latency (ms, log)")
+        axis.set_ylabel("requests/s")
+        axis.set_title(name)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
