@@ -32,9 +32,8 @@ DESCRIPTIONS = {
 BEST = {
     "tiny": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},
     "image": {
-        "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
-        "SERVING_TORCH_THREADS": "2",
-        "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": "8",
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": "4",
         "SERVING_MAX_BATCH_DELAY_MS": "5",
     },
     "digits": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},
@@ -67,13 +66,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="4 s per level, one run (default)")
-    mode.add_argument("--full", action="store_true", help="10 s per level, median of 3 runs")
+    mode.add_argument("--full", action="store_true", help="8 s per level, median of 3 runs")
     parser.add_argument("--workloads", default="tiny,image,digits")
     parser.add_argument("--contenders", help="keys to run, e.g. ours-best,stock")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
-    seconds, repeats = (10.0, 3) if args.full else (4.0, 1)
+    seconds, repeats = (8.0, 3) if args.full else (4.0, 1)
     levels = [int(level) for level in args.concurrency.split(",")]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out / stamp
@@ -118,6 +117,8 @@ def main(argv: list[str]) -> int:
             entry["contenders"][contender.key] = measure(
                 contender, workload, levels, seconds, repeats, out / "logs"
             )
+        if name == "image" and not args.contenders:
+            entry["batching"] = batching_sweep(workload, seconds, out / "logs")
         results["workloads"][name] = entry
     results["ratios"] = ratios(results)
     paths = report.write(results, out)
@@ -159,6 +160,24 @@ def measure(contender, workload, levels, seconds, repeats, logs) -> dict[str, An
             for run in measured
         ],
     }
+
+
+def batching_sweep(workload, seconds, logs) -> list[dict[str, Any]]:
+    """Ours with 2 workers: batch size and delay against throughput and p99 at c=8 and 32."""
+    rows = []
+    for batch, delay in ((1, 0), (4, 5), (4, 20), (8, 5), (8, 20)):
+        env = {
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+            "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": str(batch),
+            "SERVING_MAX_BATCH_DELAY_MS": str(delay),
+        }
+        key = f"batch{batch}-delay{delay}"
+        print(f"== {workload.name}: ours, batch {batch}, delay {delay} ms", flush=True)
+        measured = measure(
+            Contender(key, key, "ours", "ours", env), workload, [8, 32], seconds, 1, logs
+        )
+        rows.append({"batch_size": batch, "max_delay_ms": delay, **measured})
+    return rows
 
 
 def median_run(runs: list[LoadResult]) -> LoadResult:

@@ -56,6 +56,22 @@ def markdown(results: dict[str, Any]) -> str:
                     f" | {level['p50_ms']:.2f} | {level['p99_ms']:.2f} | {level['errors']} |"
                 )
         lines.append("")
+        if workload.get("batching"):
+            lines += [
+                "Dynamic batching, ours with 2 workers:",
+                "",
+                "| batch size | max delay ms | c=8 req/s | c=8 p99 ms | c=32 req/s | c=32 p99 ms |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            for row in workload["batching"]:
+                if "levels" not in row:
+                    continue
+                at8, at32 = row["levels"]
+                lines.append(
+                    f"| {row['batch_size']} | {row['max_delay_ms']} | {at8['throughput']:.1f} "
+                    f"| {at8['p99_ms']:.0f} | {at32['throughput']:.1f} | {at32['p99_ms']:.0f} |"
+                )
+            lines.append("")
     lines += [
         "## Ratios and targets",
         "",

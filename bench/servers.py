@@ -59,17 +59,18 @@ class Server:
         raise RuntimeError(f"{self.contender.label} gave no answer in {timeout} s; see {self.log}")
 
     def memory_mb(self) -> dict[str, float]:
-        """Resident memory: the Python workers' mean, and the whole process tree's sum."""
-        root = psutil.Process(self.process.pid)
+        """Resident memory: the Python workers' mean, and the sum over the process group (a
+        launcher such as MMS's may leave the tree, but not the group)."""
         workers, total = [], 0.0
-        for process in [root, *root.children(recursive=True)]:
+        for process in psutil.process_iter(["cmdline", "memory_info"]):
             try:
-                rss = process.memory_info().rss / 2**20
-                command = " ".join(process.cmdline())
-            except psutil.NoSuchProcess:
+                if os.getpgid(process.pid) != self.process.pid:
+                    continue
+            except ProcessLookupError:
                 continue
+            rss = process.info["memory_info"].rss / 2**20
             total += rss
-            if "model_service_worker" in command:
+            if "model_service_worker" in " ".join(process.info["cmdline"] or []):
                 workers.append(rss)
         mean = sum(workers) / len(workers) if workers else 0.0
         return {
