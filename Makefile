@@ -6,6 +6,7 @@
 #            make run [MODEL=dir-or-model.tar.gz] [PORT=8080] [GPU=1] [NETWORK=bridge|host]
 #            make invoke [PORT=8080]
 #            make push [IMAGE=...] [REGION=...] [REPOSITORY=...] [REGISTRY=host:port]
+# Benchmarks: make bench-setup (the official contenders' environments), make bench[-quick]
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,7 +27,7 @@ REPOSITORY ?=
 REGISTRY ?=
 
 .PHONY: venv plugin model package serve test test-quick test-container lint clean \
-	build run invoke push
+	build run invoke push bench bench-quick bench-setup
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -77,6 +78,17 @@ invoke: venv
 push: venv
 	$(PY) scripts/push.py $(IMAGE) $(if $(REGION),--region $(REGION)) \
 		$(if $(REPOSITORY),--repository $(REPOSITORY)) $(if $(REGISTRY),--registry $(REGISTRY))
+
+# Benchmarks (commands, not tests): needs wrk (apt-get install wrk) and, for the official
+# contenders, their virtual environments (make bench-setup).
+bench-setup:
+	bench/contenders/setup.sh
+
+bench: venv plugin
+	$(PY) -m bench --full
+
+bench-quick: venv plugin
+	$(PY) -m bench --quick
 
 clean:
 	rm -rf build $(PLUGIN) sagemaker_torch_serving/java/native

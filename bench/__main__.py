@@ -12,8 +12,6 @@ import argparse
 import datetime
 import os
 import platform
-import random
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from bench import inprocess, report
 from bench.load import LoadResult, run_wrk
 from bench.servers import Contender, start
 from bench.workloads import REPO, prepare
+from tests.ports import free_port
 
 DESCRIPTIONS = {
     "tiny": "an MLP on 64 floats as JSON (the serving overhead dominates)",
@@ -256,17 +255,6 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
                         None,
                     )
     return rows
-
-
-def free_port() -> int:
-    while True:
-        port = random.randint(20000, 32000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 if __name__ == "__main__":

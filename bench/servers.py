@@ -59,18 +59,26 @@ class Server:
         raise RuntimeError(f"{self.contender.label} gave no answer in {timeout} s; see {self.log}")
 
     def memory_mb(self) -> dict[str, float]:
-        """Resident memory: the Python workers' mean, and the sum over the process group (a
-        launcher such as MMS's may leave the tree, but not the group)."""
-        workers, total = [], 0.0
-        for process in psutil.process_iter(["cmdline", "memory_info"]):
+        """Resident memory: the Python workers' mean, and the sum over the contender's processes:
+        its descendants, and its process group (MMS's own launcher leaves the tree, not the
+        group; ours starts MMS in a group of its own, but in its tree)."""
+        root = psutil.Process(self.process.pid)
+        processes = {process.pid: process for process in root.children(recursive=True)}
+        for process in psutil.process_iter():
             try:
-                if os.getpgid(process.pid) != self.process.pid:
-                    continue
-            except ProcessLookupError:
+                if os.getpgid(process.pid) == self.process.pid:
+                    processes[process.pid] = process
+            except (ProcessLookupError, psutil.NoSuchProcess):
                 continue
-            rss = process.info["memory_info"].rss / 2**20
+        workers, total = [], 0.0
+        for process in processes.values():
+            try:
+                rss = process.memory_info().rss / 2**20
+                command = " ".join(process.cmdline())
+            except psutil.NoSuchProcess:
+                continue
             total += rss
-            if "model_service_worker" in " ".join(process.info["cmdline"] or []):
+            if "model_service_worker" in command:
                 workers.append(rss)
         mean = sum(workers) / len(workers) if workers else 0.0
         return {

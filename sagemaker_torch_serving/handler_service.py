@@ -85,7 +85,9 @@ def _build(settings: Settings, system_properties: dict[str, Any]) -> Pipeline:
         context = ServingContext(system_properties)
         model = contract.model_fn(str(settings.model_dir), context=context)
     else:
-        model = load_model(settings.model_dir, device, settings.trust_pickled_model)
+        model = load_model(
+            settings.model_dir, device, settings.trust_pickled_model, settings.half_precision
+        )
     pipeline = Pipeline(settings, contract, model, system_properties)
     pipeline.warm_up()
     return pipeline

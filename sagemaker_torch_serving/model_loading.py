@@ -8,6 +8,7 @@ unpickling runs whatever code the file names.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import zipfile
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import torch
 
 MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".onnx")
+
+logger = logging.getLogger(__name__)
 
 
 class ModelLoadError(Exception):
@@ -52,28 +55,50 @@ def find_model_file(model_dir: Path) -> Path:
     return found[0]
 
 
-def load_model(model_dir: Path, device: torch.device, trust_pickled: bool) -> Any:
-    """Load the model in ``model_dir`` onto ``device``, in eval mode."""
+def load_model(
+    model_dir: Path, device: torch.device, trust_pickled: bool, half: bool = False
+) -> Any:
+    """Load the model in ``model_dir`` onto ``device``, in eval mode; in float16 if ``half``
+    and the device is a GPU (on a CPU float16 is slower, so it stays float32, with a log line)."""
     path = find_model_file(model_dir)
     if path.suffix == ".onnx":
-        return OnnxModel(path, device)
-    if path.suffix == ".pt2":
-        return _load_exported(path, device)
-    if _is_torchscript(path):
-        model = torch.jit.load(str(path), map_location=device)
+        model: Any = OnnxModel(path, device)
+    elif path.suffix == ".pt2":
+        model = _load_exported(path, device)
+    elif _is_torchscript(path):
+        model = torch.jit.load(str(path), map_location=device).eval()
     else:
-        model = _load_pickled(path, device, trust_pickled)
-    return model.eval()
+        model = _load_pickled(path, device, trust_pickled).eval()
+    if half:
+        if device.type == "cuda" and isinstance(model, torch.nn.Module):
+            model = model.half()
+        else:
+            logger.warning("SERVING_HALF_PRECISION applies to torch models on a GPU; ignored")
+    return model
 
 
 def model_device(model: Any) -> torch.device:
     """Where the model's inputs must go: the device of its first parameter or buffer."""
+    tensor = _first_tensor(model)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def model_float_dtype(model: Any) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter (float16 after .half())."""
     if isinstance(model, torch.nn.Module):
         for tensor in model.parameters():
-            return tensor.device
+            if tensor.is_floating_point():
+                return tensor.dtype
+    return None
+
+
+def _first_tensor(model: Any) -> torch.Tensor | None:
+    if isinstance(model, torch.nn.Module):
+        for tensor in model.parameters():
+            return tensor
         for tensor in model.buffers():
-            return tensor.device
-    return torch.device("cpu")
+            return tensor
+    return None
 
 
 class OnnxModel:

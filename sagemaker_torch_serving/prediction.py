@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from sagemaker_torch_serving.errors import BadRequest, OutOfMemory, first_line
-from sagemaker_torch_serving.model_loading import model_device
+from sagemaker_torch_serving.model_loading import model_device, model_float_dtype
 
 
 class Predictor:
@@ -24,6 +24,8 @@ class Predictor:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.device = model_device(model)
+        # Floating inputs take the model's floating dtype (float16 after SERVING_HALF_PRECISION).
+        self.float_dtype = model_float_dtype(model)
 
     def predict(self, data: Any) -> Any:
         """One input, as the default predict_fn: the output on the CPU."""
@@ -65,7 +67,11 @@ class Predictor:
     def _to_device(self, value: Any) -> Any:
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(value)
-        if not isinstance(value, torch.Tensor) or value.device == self.device:
+        if not isinstance(value, torch.Tensor):
+            return value
+        if self.float_dtype is not None and value.is_floating_point():
+            value = value.to(self.float_dtype)
+        if value.device == self.device:
             return value
         if self.device.type == "cuda":
             return value.pin_memory().to(self.device, non_blocking=True)

@@ -26,6 +26,7 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SERVING_TORCH_THREADS | CPUs / workers | torch intra-op threads per worker |
 | SERVING_DEVICE | auto | auto, cpu or cuda: where the default model_fn places the model |
 | SERVING_TRUST_PICKLED_MODEL | false | let the default model_fn unpickle a whole nn.Module |
+| SERVING_HALF_PRECISION | false | on a GPU, the default model_fn casts the model to float16 |
 | SERVING_WARMUP_SHAPE | (off) | e.g. 1,1,8,8: run zeros of this shape through the model at load |
 | SERVING_DRAIN_SECONDS | 25 | on SIGTERM, how long requests in flight may take to finish |
 
@@ -78,6 +79,7 @@ class Settings:
     torch_threads: int
     device: str
     trust_pickled_model: bool
+    half_precision: bool
     warmup_shape: tuple[int, ...] | None
     drain_seconds: int
     run_dir: Path | None
@@ -118,6 +120,7 @@ class Settings:
             torch_threads=env.positive_int("SERVING_TORCH_THREADS", max(1, cpus // workers)),
             device=device,
             trust_pickled_model=env.flag("SERVING_TRUST_PICKLED_MODEL"),
+            half_precision=env.flag("SERVING_HALF_PRECISION"),
             warmup_shape=env.shape("SERVING_WARMUP_SHAPE"),
             drain_seconds=env.non_negative_int("SERVING_DRAIN_SECONDS", 25),
             run_dir=Path(run_dir) if run_dir else None,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,20 +15,12 @@ import pytest
 import requests
 import torch
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
+__all__ = ["REPO", "free_port"]
+
 PLUGIN_JAR = REPO / "sagemaker_torch_serving" / "java" / "serving-plugin.jar"
-
-
-def free_port() -> int:
-    """A free port below 32767, the highest MMS accepts (the kernel's own picks lie above)."""
-    while True:
-        port = random.randint(20000, 32000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 class ServerProcess:

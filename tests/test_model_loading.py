@@ -216,3 +216,22 @@ def test_model_device() -> None:
     assert model_device(_net()) == CPU
     assert model_device(nn.BatchNorm1d(3, affine=False)) == CPU  # buffers only
     assert model_device(object()) == CPU
+
+
+def test_half_precision_is_for_gpus_and_inputs_follow_the_model_dtype(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sagemaker_torch_serving.prediction import Predictor
+
+    torch.jit.script(nn.Linear(4, 2)).save(str(tmp_path / "model.pt"))
+    model = load_model(tmp_path, torch.device("cpu"), trust_pickled=False, half=True)
+    assert next(model.parameters()).dtype == torch.float32  # float16 on a CPU would be slower
+    assert "SERVING_HALF_PRECISION applies to torch models on a GPU" in caplog.text
+
+    predictor = Predictor(model.half())  # what a GPU worker gets
+    output = predictor.predict(torch.ones(3, 4, dtype=torch.float32))
+    assert output.dtype == torch.float16
+    assert output.shape == (3, 2)
+    assert Predictor(model.float()).predict(torch.ones(1, 4, dtype=torch.float64)).dtype == (
+        torch.float32
+    )

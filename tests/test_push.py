@@ -13,10 +13,8 @@ import importlib.util
 import io
 import json
 import os
-import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +29,8 @@ import boto3
 import docker
 import pytest
 import requests
+
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -60,18 +60,6 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: these tests must run)")
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    """A random port in 20000-32000 that nothing listens on right now."""
-    for port in random.sample(range(20000, 32001), 200):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
 
 
 def aws_free_env(**extra: str) -> dict[str, str]:

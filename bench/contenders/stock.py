@@ -10,26 +10,18 @@ start_new_session=True and stop it by signalling its process group: the toolkit 
 SIGTERM to MMS, whose Python workers would otherwise be left behind.
 """
 
-import argparse
 import os
-import sys
-import tempfile
 from pathlib import Path
+
+from launch import prepare
 
 HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-root", type=Path, required=True)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    # The toolkit reads these at import time.
-    os.environ["SAGEMAKER_BASE_DIR"] = str(args.model_root.resolve())
-    os.environ["SAGEMAKER_BIND_TO_PORT"] = str(args.port)
-    os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    prepare(__doc__.splitlines()[0], "stock-mms-")
+    # MMS's workers import the handler service module from here.
     os.environ["PYTHONPATH"] = f"{HERE}:{os.environ.get('PYTHONPATH', '')}"
-    os.chdir(tempfile.mkdtemp(prefix="stock-mms-"))
 
     from sagemaker_inference import model_server
 

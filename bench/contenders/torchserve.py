@@ -9,22 +9,11 @@ SAGEMAKER_TS_MAX_BATCH_DELAY. It writes /etc/sagemaker-ts.properties and TorchSe
 under ./logs. Stop it by signalling its process group.
 """
 
-import argparse
-import os
-import sys
-import tempfile
-from pathlib import Path
+from launch import prepare
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-root", type=Path, required=True)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    os.environ["SAGEMAKER_BASE_DIR"] = str(args.model_root.resolve())
-    os.environ["SAGEMAKER_BIND_TO_PORT"] = str(args.port)
-    os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-    os.chdir(tempfile.mkdtemp(prefix="sagemaker-ts-"))
+    prepare(__doc__.splitlines()[0], "sagemaker-ts-")
 
     from sagemaker_pytorch_serving_container import serving, torchserve
 
