@@ -1,30 +1,46 @@
 #!/usr/bin/env bash
-# Virtual environments for the official contenders, under .bench/ (git-ignored):
-#   .bench/venv-stock: the stock pattern AWS documents for custom containers,
-#                      sagemaker-inference + Multi Model Server;
-#   .bench/venv-torchserve: the official PyTorch toolkit, sagemaker-pytorch-inference on
-#                      TorchServe.
-# Idempotent: an environment that imports is kept.
+# Virtual environments for the official contenders, under .bench/ (git-ignored; BENCH_DIR
+# moves them):
+#   venv-stock:      the stock pattern AWS documents for custom containers,
+#                    sagemaker-inference + Multi Model Server;
+#   venv-torchserve: the official PyTorch toolkit, sagemaker-pytorch-inference on TorchServe
+#                    (its latest release, with the TorchServe it was released with).
+# Idempotent: an environment that imports is kept; one that does not is made anew.
+# torch==2.13.0 is pinned in each pip command, so that pip never brings a CUDA build.
+# Both servers' frontends are Java: a JDK 11+ (17 here) must be on PATH.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 python=${PYTHON:-python3}
-venv="$root/.bench/venv-stock"
-if ! "$venv/bin/python" -c "import sagemaker_inference, mms, torch" 2>/dev/null; then
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  # setuptools<81: sagemaker-inference imports pkg_resources, which setuptools 81 removed.
-  "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    sagemaker-inference==1.10.1 multi-model-server==1.1.11 "setuptools<81" \
-    torch==2.13.0 numpy pillow
-fi
-echo "ready: $venv"
+bench=${BENCH_DIR:-$root/.bench}
+pip_install=(pip install --quiet --disable-pip-version-check --no-input)
 
-venv="$root/.bench/venv-torchserve"
-if ! "$venv/bin/python" -c "import sagemaker_pytorch_serving_container, ts, torch" 2>/dev/null; then
+command -v java >/dev/null || echo "warning: no java on PATH (apt-get install openjdk-17-jdk-headless)" >&2
+
+make_venv() {  # make_venv NAME IMPORT-CHECK PACKAGE...
+  local venv="$bench/$1" imports=$2
+  shift 2
+  if "$venv/bin/python" -W ignore -c "$imports" 2>/dev/null; then
+    echo "kept: $venv"
+    return
+  fi
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    sagemaker-pytorch-inference==2.0.25 torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml \
-    "setuptools<81" torch==2.13.0 numpy pillow
-fi
-echo "ready: $venv"
+  "$venv/bin/python" -m "${pip_install[@]}" "$@"
+  "$venv/bin/python" -W ignore -c "$imports"
+  echo "made: $venv"
+}
+
+# setuptools<81: sagemaker-inference imports pkg_resources, which setuptools 81 removed.
+make_venv venv-stock \
+  "import sagemaker_inference.model_server, mms, psutil, torch, numpy, PIL" \
+  sagemaker-inference==1.10.1 multi-model-server==1.1.11 "setuptools<81" \
+  torch==2.13.0 numpy pillow
+
+# 2.0.25 is sagemaker-pytorch-inference's latest release and carries its own copy of
+# sagemaker_inference; TorchServe 0.12.0 is the latest (Java 11+). TorchServe's workers import
+# yaml, which it does not declare. The toolkit serves the model folder as is (no .mar), so
+# torch-model-archiver is installed but unused.
+make_venv venv-torchserve \
+  "import sagemaker_pytorch_serving_container.serving, ts, model_archiver, yaml, torch, numpy, PIL" \
+  sagemaker-pytorch-inference==2.0.25 torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml \
+  "setuptools<81" torch==2.13.0 numpy pillow
