@@ -1,6 +1,6 @@
 """The limit a server can approach: the same handler chain, called in a plain Python loop.
 
-Our pipeline (handler_service builds it exactly as a worker does) runs batches of the same
+Our pipeline (built by worker.build_pipeline, as a worker builds it) runs batches of the same
 request with no HTTP, no MMS and no sockets, in as many processes as the server has workers,
 each with the same torch thread count.
 """
@@ -37,10 +37,10 @@ def _pipeline(workload: Workload, workers: int):
         SAGEMAKER_MODEL_SERVER_WORKERS=str(workers),
         SAGEMAKER_CONTAINER_LOG_LEVEL="WARNING",
     )
-    from sagemaker_torch_serving.handler_service import _build
     from sagemaker_torch_serving.settings import Settings
+    from sagemaker_torch_serving.worker import build_pipeline
 
-    return _build(Settings.from_env(), {"gpu_id": None})
+    return build_pipeline(Settings.from_env(), {"gpu_id": None})
 
 
 def _requests(workload: Workload, count: int):

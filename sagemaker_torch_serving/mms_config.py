@@ -10,7 +10,10 @@ Faults of the stock setup (sagemaker-inference's model_server.py) fixed here:
 - MMS's own /ping said 200 without a loaded model: a plugin replaces it (java/);
 - a model loaded at start (the only kind /invocations serves) always had batch size 1: the
   plugin's management endpoint sets batch size and delay (java/ServingControl.java);
-- a handler module had to hold exactly one class: the handler is given as module:function;
+- MMS's Python worker (one import of torch per worker, a system call per field of a request,
+  a send() that may cut an answer, the one-class rule for handler modules): MMS runs ours
+  instead (worker.py), found under model_server_home, which points at mms_home/; there MMS's
+  host metrics collector, a new Python process every minute, is a file that does nothing;
 - MMS's decoder of the workers' answers failed on a frame split inside its response headers:
   the plugin jar replaces it (java/ModelResponseDecoder.java), so it comes first on the class
   path.
@@ -23,12 +26,16 @@ import os
 import sys
 from pathlib import Path
 
+from sagemaker_torch_serving.backend import HANDOVER_VARIABLE
 from sagemaker_torch_serving.settings import Settings
 
 MODEL_NAME = "model"
-HANDLER = "sagemaker_torch_serving.handler_service:handle"
+# MMS wants a handler name for the model; our worker (worker.py) needs none and ignores it.
+HANDLER = "sagemaker_torch_serving.worker"
 PLUGIN_JAR = Path(__file__).parent / "java" / "serving-plugin.jar"
 NATIVE_DIR = Path(__file__).parent / "java" / "native"  # Netty's epoll library, see build_plugin.sh
+# MMS runs <model_server_home>/mms/model_service_worker.py as the model's backend worker.
+MMS_HOME = Path(__file__).parent / "mms_home"
 
 # MMS answers a body over its own limit with a bare 413 and no JSON. So MMS's limit is set
 # this many times higher, and the handler enforces SAGEMAKER_MAX_PAYLOAD_IN_MB with a JSON 413;
@@ -49,6 +56,7 @@ class RunPaths:
         self.activity = run_dir / "activity"  # workers' busy marks, see activity.py
         self.load_failure = run_dir / "model-load-failure"  # written by a worker that failed
         self.model_link = run_dir / MODEL_NAME  # MMS finds models in its model store only
+        self.backend_handover = run_dir / "backend-handover.sock"  # see backend.py
 
 
 def write_run_dir(settings: Settings, paths: RunPaths) -> None:
@@ -112,18 +120,18 @@ def log_config(level: int) -> str:
 
 
 def java_command(settings: Settings, paths: RunPaths) -> list[str]:
-    """The MMS frontend's command line, as mms.model_server would build it, minus its pid file."""
+    """The MMS frontend's command line, as mms.model_server would build it, minus its pid file,
+    with our worker program in place of MMS's."""
     import mms
 
-    mms_home = Path(mms.__file__).resolve().parent.parent
     java_home = os.environ.get("JAVA_HOME")
     java = str(Path(java_home) / "bin" / "java") if java_home else "java"
     # The plugin jar comes first: its ModelResponseDecoder replaces MMS's (see its comment).
-    class_path = f"{PLUGIN_JAR}:{mms_home / 'mms' / 'frontend' / '*'}"
+    class_path = f"{PLUGIN_JAR}:{Path(mms.__file__).resolve().parent / 'frontend' / '*'}"
     return [
         java,
         *settings.vmargs.split(),
-        f"-Dmodel_server_home={mms_home}",
+        f"-Dmodel_server_home={MMS_HOME}",
         f"-Dlog4j.configurationFile=file://{paths.log_config}",
         f"-Djava.io.tmpdir={paths.root}",
         f"-Djava.library.path={NATIVE_DIR}",
@@ -150,6 +158,7 @@ def worker_environment(settings: Settings, paths: RunPaths) -> dict[str, str]:
     return {
         **os.environ,
         "SERVING_RUN_DIR": str(paths.root),
+        HANDOVER_VARIABLE: str(paths.backend_handover),
         # Absolute, because the workers run in another directory.
         "SERVING_MODEL_DIR": str(settings.model_dir),
         "SERVING_CODE_DIR": str(settings.code_dir),

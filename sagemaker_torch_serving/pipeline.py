@@ -160,7 +160,7 @@ class Pipeline:
         if len(body) > self.settings.max_payload_bytes:
             limit = self.settings.max_payload_bytes
             message = f"the answer has {len(body)} bytes, over the {limit}-byte limit"
-            return self._error_answer(request, 500, message)
+            return error_answer(request.request_id, 500, message)
         headers = {"X-Request-Id": request.request_id, **context.response_headers}
         return Answer(200, body, context.response_content_type or content_type, headers)
 
@@ -170,8 +170,10 @@ class Pipeline:
             logger.error("request %s failed in %s", request.request_id, stage, exc_info=error)
         else:
             logger.info("request %s: %d %s", request.request_id, status, message)
-        return self._error_answer(request, status, message)
+        return error_answer(request.request_id, status, message)
 
-    def _error_answer(self, request: Request, status: int, message: str) -> Answer:
-        body = error_body(status, message, request.request_id)
-        return Answer(status, body, media.JSON, {"X-Request-Id": request.request_id})
+
+def error_answer(request_id: str, status: int, message: str) -> Answer:
+    """The answer to a request that failed: the JSON error body, no traceback."""
+    body = error_body(status, message, request_id)
+    return Answer(status, body, media.JSON, {"X-Request-Id": request_id})

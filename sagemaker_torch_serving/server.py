@@ -2,8 +2,10 @@
 
 1. Checks what it can before starting anything (model directory, Java, the /ping plugin) and
    installs ``code/requirements.txt`` if there is one, as SageMaker's toolkits do.
-2. Writes MMS's configuration into a new private run directory and starts the MMS frontend
-   in its own process group, so that every process of the server can be found and stopped.
+2. Writes MMS's configuration into a new private run directory, starts the model's backend
+   (backend.py: it imports torch while the JVM starts, and MMS adopts it) and the MMS
+   frontend, each in its own process group, so that every process of the server can be found
+   and stopped.
 3. Sets the batch size and delay through the plugin's endpoint on the management API (a Unix
    socket in the run directory) and waits until a worker has loaded the model. If the model
    cannot load, a worker writes the reason to the run directory, and this process stops the
@@ -43,6 +45,7 @@ logger = logging.getLogger("sagemaker_torch_serving.server")
 POLL_SECONDS = 0.05
 STOP_GRACE_SECONDS = 5.0
 IDLE_TO_DRAIN_SECONDS = 0.2
+BACKEND_START_SECONDS = 10.0  # after that, MMS starts a backend of its own (backend.py)
 
 
 class ServerError(Exception):
@@ -68,7 +71,8 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stop_requested = threading.Event()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | None = None  # MMS's frontend
+        self.backend: subprocess.Popen[bytes] | None = None
         self.management: ManagementClient
 
     def run(self) -> int:
@@ -82,6 +86,7 @@ class Server:
             self._check_prerequisites()
             _install_requirements(self.settings.code_dir / "requirements.txt")
             mms_config.write_run_dir(self.settings, paths)
+            self._start_backend(paths)
             self._start_mms(paths)
             self._load_model(paths)
             if self.stop_requested.is_set():
@@ -131,6 +136,21 @@ class Server:
                 f"{mms_config.PLUGIN_JAR} is missing: build it with scripts/build_plugin.sh"
             )
 
+    def _start_backend(self, paths: RunPaths) -> None:
+        """Start the model's backend and wait until it takes handovers (it says so within
+        ~0.1 s, then imports torch while MMS starts)."""
+        command = [sys.executable, "-m", "sagemaker_torch_serving.backend", "--handover"]
+        self.backend = subprocess.Popen(
+            [*command, str(paths.backend_handover)],
+            cwd=paths.root,
+            env=mms_config.worker_environment(self.settings, paths),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + BACKEND_START_SECONDS
+        while not paths.backend_handover.exists() and time.monotonic() < deadline:
+            self._check_backend_alive()
+            time.sleep(POLL_SECONDS / 10)
+
     def _start_mms(self, paths: RunPaths) -> None:
         self.management = ManagementClient(paths.management_socket)
         command = mms_config.java_command(self.settings, paths)
@@ -161,6 +181,7 @@ class Server:
             reason = paths.load_failure.read_text().strip()
             raise ServerError(f"the model failed to load: {reason}")
         self._check_mms_alive()
+        self._check_backend_alive()
         if time.monotonic() > deadline:
             raise ServerError(
                 f"the model did not load within SAGEMAKER_STARTUP_TIMEOUT="
@@ -172,6 +193,14 @@ class Server:
         code = self.process.poll()
         if code is not None:
             raise ServerError(f"MMS exited with code {code}; its log above says why")
+
+    def _check_backend_alive(self) -> None:
+        assert self.backend is not None
+        code = self.backend.poll()
+        if code is not None:
+            raise ServerError(
+                f"the model's backend exited with code {code}; its log above says why"
+            )
 
     def _serve(self, paths: RunPaths) -> None:
         while not self.stop_requested.wait(POLL_SECONDS * 4):
@@ -196,24 +225,10 @@ class Server:
         logger.warning("requests still in flight after SERVING_DRAIN_SECONDS; stopping anyway")
 
     def _stop_processes(self) -> None:
-        """Stop MMS, then whatever is left of its process group (the Python workers)."""
-        if self.process is None:
-            return
-        group = self.process.pid  # start_new_session made MMS the leader of its own group
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            if not _signal_group(group, signum):
-                break
-            deadline = time.monotonic() + STOP_GRACE_SECONDS / 2
-            while time.monotonic() < deadline and _group_alive(group):
-                _reap_children()
-                time.sleep(POLL_SECONDS)
+        """Stop MMS, then whatever is left of its process group and the backend's (workers)."""
+        for process in (self.process, self.backend):
+            if process is not None:
+                _stop_group(process)
         _reap_children()
         logger.info("stopped")
 
@@ -278,6 +293,25 @@ def _become_subreaper() -> None:
     pr_set_child_subreaper = 36
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+
+def _stop_group(leader: subprocess.Popen[bytes]) -> None:
+    """Stop a process that leads its own group (start_new_session), then the rest of the group."""
+    group = leader.pid
+    if leader.poll() is None:
+        leader.terminate()
+        try:
+            leader.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            leader.kill()
+            leader.wait()
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if not _signal_group(group, signum):
+            break
+        deadline = time.monotonic() + STOP_GRACE_SECONDS / 2
+        while time.monotonic() < deadline and _group_alive(group):
+            _reap_children()
+            time.sleep(POLL_SECONDS)
 
 
 def _signal_group(group: int, signum: int) -> bool:

@@ -251,9 +251,13 @@ def test_sigterm_finishes_requests_in_flight_and_leaves_nothing(
     server = start_server(SERVING_MODEL_DIR=str(scale_model), SERVING_CODE_DIR=str(code))
     server.wait_ready()
     children = server.descendants()
-    assert len(children) >= 2  # java and at least one Python worker
+    # MMS's JVM, the model's backend (and its adopter that MMS started), the workers
+    assert len(children) >= 4
     run_dirs = [
-        arg.split("=", 1)[1] for arg in children[0].cmdline() if arg.startswith("-Djava.io.tmpdir=")
+        arg.split("=", 1)[1]
+        for child in children
+        for arg in child.cmdline()
+        if arg.startswith("-Djava.io.tmpdir=")
     ]
     in_flight: dict[str, requests.Response] = {}
     slow = threading.Thread(
@@ -293,6 +297,20 @@ def test_a_model_that_cannot_load_stops_the_server_with_the_reason(
         in server.log()
     )
     assert not psutil.pid_exists(server.process.pid)
+
+
+def test_a_backend_that_cannot_start_stops_the_server_with_the_reason(
+    tmp_path, start_server, scale_model
+):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "torch.py").write_text('raise ImportError("this torch is broken")\n')
+    server = start_server(SERVING_MODEL_DIR=str(scale_model), PYTHONPATH=str(broken))
+    started = time.monotonic()
+    assert server.process.wait(60) == 1
+    assert time.monotonic() - started < 30
+    assert "ImportError: this torch is broken" in server.log()
+    assert "the model's backend exited with code 1; its log above says why" in server.log()
 
 
 def test_bad_settings_and_a_missing_model_exit_at_once(tmp_path, start_server):

@@ -1,0 +1,164 @@
+"""One worker: loads the model when MMS says so, then answers MMS's batches.
+
+backend.py forks it for a connection from MMS's frontend and it lives as long as that
+connection; the frames are mms_protocol.py's. A worker that cannot load the model writes the
+reason to the run directory (server.py exits with it) and answers MMS's load with the error.
+Every request of a batch gets its own answer, whatever happens to the others.
+
+Importing this module imports torch: the backend does it once, before it forks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sagemaker_torch_serving import mms_protocol
+from sagemaker_torch_serving.activity import ActivityMark
+from sagemaker_torch_serving.context import ServingContext
+from sagemaker_torch_serving.contract import load_contract
+from sagemaker_torch_serving.errors import first_line
+from sagemaker_torch_serving.mms_config import RunPaths
+from sagemaker_torch_serving.mms_protocol import FrameReader, LoadCommand, WireRequest
+from sagemaker_torch_serving.model_loading import load_model, select_device
+from sagemaker_torch_serving.pipeline import Pipeline, Request, error_answer
+from sagemaker_torch_serving.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MMS_VERSION = "1.1.11"  # what MMS's context.system_properties["server_version"] says
+
+
+def serve(connection: socket.socket, tmp_dir: Path) -> int:
+    """Load the model when MMS says so, then answer batches until MMS hangs up; the exit code."""
+    reader = FrameReader(connection.makefile("rb"))
+    worker: Worker | None = None
+    try:
+        while True:
+            if reader.command() == mms_protocol.LOAD:
+                worker = _load(reader.load(), connection, tmp_dir)
+                if worker is None:
+                    return 1
+            elif worker is None:
+                raise ValueError("MMS sent requests before loading the model")
+            else:
+                connection.sendall(worker.answer(reader.batch()))
+    except mms_protocol.Disconnected:
+        return 0
+    except Exception:
+        logger.exception("the worker failed")
+        return 1
+    finally:
+        connection.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _load(command: LoadCommand, connection: socket.socket, tmp_dir: Path) -> Worker | None:
+    """Load the model and answer MMS; None if loading failed (and was reported)."""
+    settings = Settings.from_env()
+    logging.basicConfig(stream=sys.stdout, level=settings.log_level, format="%(message)s")
+    # MMS reads each worker's output from two FIFOs it names, which must exist when it gets the
+    # answer (else it creates plain files and never sees a line).
+    outputs = [tmp_dir / f"{command.io_name}-{stream}" for stream in ("stdout", "stderr")]
+    for path in outputs:
+        os.mkfifo(path)
+    started = time.perf_counter()
+    system_properties = {
+        "gpu_id": command.gpu_id,
+        "batch_size": command.batch_size,
+        "server_name": "MMS",
+        "server_version": MMS_VERSION,
+    }
+    try:
+        worker = Worker(build_pipeline(settings, system_properties))
+    except Exception as error:
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        logger.error("loading the model failed: %s", reason, exc_info=error)
+        if settings.run_dir is not None:
+            RunPaths(settings.run_dir).load_failure.write_text(reason + "\n")
+        code = 507 if isinstance(error, MemoryError) else 500
+        connection.sendall(mms_protocol.load_answer(code, reason))
+        return None
+    # MMS takes the worker's pid from the end of this message.
+    message = f"loaded model {command.model_name}. [PID]:{os.getpid()}"
+    connection.sendall(mms_protocol.load_answer(200, message))
+    _write_to(outputs)
+    logger.info(
+        "worker %d loaded the model in %.2f s (%s)",
+        os.getpid(),
+        time.perf_counter() - started,
+        worker.pipeline.contract.describe(),
+    )
+    return worker
+
+
+def _write_to(outputs: list[Path]) -> None:
+    """Send this process's stdout and stderr into MMS's FIFOs for this worker."""
+    for path, stream in zip(outputs, (sys.stdout, sys.stderr), strict=True):
+        stream.flush()
+        fd = os.open(path, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+
+
+def build_pipeline(settings: Settings, system_properties: dict[str, Any]) -> Pipeline:
+    """The user's contract bound to the loaded model, as a worker serves it."""
+    torch.set_num_threads(settings.torch_threads)
+    contract = load_contract(settings.program_path, required=settings.program is not None)
+    device = select_device(settings.device, system_properties.get("gpu_id"))
+    system_properties.update(model_dir=str(settings.model_dir), device=str(device))
+    if contract.model_fn is not None:
+        context = ServingContext(system_properties)
+        model = contract.model_fn(str(settings.model_dir), context=context)
+    else:
+        model = load_model(
+            settings.model_dir, device, settings.trust_pickled_model, settings.half_precision
+        )
+    pipeline = Pipeline(settings, contract, model, system_properties)
+    pipeline.warm_up()
+    return pipeline
+
+
+class Worker:
+    """A loaded pipeline answering MMS's batches."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        run_dir = pipeline.settings.run_dir
+        self.activity = ActivityMark(RunPaths(run_dir).activity) if run_dir else None
+
+    def answer(self, batch: list[WireRequest]) -> bytes:
+        """The answer frame for a batch: every request gets its own answer, whatever happens."""
+        if self.activity is not None:
+            self.activity.busy()
+        properties = self.pipeline.system_properties
+        requests = [
+            Request(
+                request_id=item.request_id,
+                body=item.body,
+                content_type=item.headers.get("content-type"),
+                accept=item.headers.get("accept"),
+                context=ServingContext(properties, item.request_id, item.headers),
+            )
+            for item in batch
+        ]
+        try:
+            answers = self.pipeline.run(requests)
+        except Exception:  # the pipeline answers errors per request; this is a bug in it
+            logger.exception("the pipeline failed on a batch")
+            message = "the server failed on this request; its log has the details"
+            answers = [error_answer(request.request_id, 500, message) for request in requests]
+        finally:
+            if self.activity is not None:
+                self.activity.idle()
+        return mms_protocol.batch_answer(
+            zip([item.request_id for item in batch], answers, strict=True)
+        )
