@@ -2,7 +2,7 @@
 
 Our pipeline (built by worker.build_pipeline, as a worker builds it) runs batches of the same
 request with no HTTP, no MMS and no sockets, in as many processes as the server has workers,
-each with the same torch thread count.
+with the server's settings (``env``: workers, so torch threads per worker; half precision...).
 """
 
 from __future__ import annotations
@@ -15,27 +15,29 @@ import time
 from bench.workloads import Workload
 
 
-def throughput(workload: Workload, workers: int, batch_size: int, seconds: float) -> float:
-    """Requests per second of ``workers`` processes, each looping over batches."""
+def throughput(workload: Workload, env: dict[str, str], batch_size: int, seconds: float) -> float:
+    """Requests per second of one process per worker, each looping over batches."""
+    workers = int(env["SAGEMAKER_MODEL_SERVER_WORKERS"])
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers) as pool:
-        counts = pool.starmap(_loop, [(workload, workers, batch_size, seconds)] * workers)
+        counts = pool.starmap(_loop, [(workload, env, batch_size, seconds)] * workers)
     return sum(counts) / seconds
 
 
-def latency_p50_ms(workload: Workload, requests: int) -> float:
-    """Median time of one request through the chain, one at a time, in one process."""
+def latency_p50_ms(workload: Workload, env: dict[str, str], requests: int) -> float:
+    """Median time of one request through the chain, one at a time, in one process that has
+    one worker's share of the CPUs."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
-        return pool.apply(_latency, (workload, requests))
+        return pool.apply(_latency, (workload, env, requests))
 
 
-def _pipeline(workload: Workload, workers: int):
+def _pipeline(workload: Workload, env: dict[str, str]):
     os.environ.update(
         SERVING_MODEL_DIR=str(workload.model_dir),
         SERVING_CODE_DIR=str(workload.code_dir("ours")),
-        SAGEMAKER_MODEL_SERVER_WORKERS=str(workers),
         SAGEMAKER_CONTAINER_LOG_LEVEL="WARNING",
+        **env,
     )
     from sagemaker_torch_serving.settings import Settings
     from sagemaker_torch_serving.worker import build_pipeline
@@ -56,8 +58,8 @@ def _requests(workload: Workload, count: int):
     ]
 
 
-def _loop(workload: Workload, workers: int, batch_size: int, seconds: float) -> int:
-    pipeline = _pipeline(workload, workers)
+def _loop(workload: Workload, env: dict[str, str], batch_size: int, seconds: float) -> int:
+    pipeline = _pipeline(workload, env)
     for _ in range(3):
         pipeline.run(_requests(workload, batch_size))  # warm up
     done = 0
@@ -69,8 +71,8 @@ def _loop(workload: Workload, workers: int, batch_size: int, seconds: float) -> 
     return done
 
 
-def _latency(workload: Workload, requests: int) -> float:
-    pipeline = _pipeline(workload, 1)
+def _latency(workload: Workload, env: dict[str, str], requests: int) -> float:
+    pipeline = _pipeline(workload, env)
     times = []
     for _ in range(requests):
         began = time.perf_counter()

@@ -37,18 +37,22 @@ def markdown(results: dict[str, Any]) -> str:
             )
             + f" ({limit['workers']} processes).",
             "",
-            "| contender | start to first answer | worker RSS | c | req/s | p50 ms | p99 ms "
-            "| errors |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| contender | start to first answer | workers x RSS | PSS, all processes | c "
+            "| req/s | p50 ms | p99 ms | errors |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for contender in workload["contenders"].values():
             if "error" in contender:
-                lines.append(f"| {contender['label']} | failed: {contender['error']} | | | | | | |")
+                lines.append(
+                    f"| {contender['label']} | failed: {contender['error']} | | | | | | | |"
+                )
                 continue
             startup = f"{contender['startup_s']:.2f} s"
-            memory = f"{contender['memory']['worker_rss_mb']:.0f} MB"
+            memory = contender["memory"]
+            rss = f"{memory['workers']} x {memory['worker_rss_mb']:.0f} MB"
+            pss = f"{memory['total_pss_mb']:.0f} MB"
             for index, level in enumerate(contender["levels"]):
-                head = [contender["label"], startup, memory] if index == 0 else ["", "", ""]
+                head = [contender["label"], startup, rss, pss] if index == 0 else [""] * 4
                 lines.append(
                     "| "
                     + " | ".join(head)

@@ -59,32 +59,36 @@ class Server:
         raise RuntimeError(f"{self.contender.label} gave no answer in {timeout} s; see {self.log}")
 
     def memory_mb(self) -> dict[str, float]:
-        """Resident memory: the Python workers' mean, and the sum over the contender's processes:
-        its descendants, and its process group (MMS's own launcher leaves the tree, not the
-        group; ours starts MMS in a group of its own, but in its tree)."""
+        """Memory of the contender's processes: its descendants and its process group (MMS's
+        own launcher leaves the tree, not the group; ours starts MMS in a group of its own,
+        but in its tree). ``worker_rss_mb`` is the mean resident memory of its workers, the
+        processes that have torch loaded and fork nothing (a backend that forks them, and
+        MMS's program that waits for ours, are not workers); ``total_pss_mb`` counts pages
+        that processes share (forked workers share torch's) once, divided among them."""
         root = psutil.Process(self.process.pid)
         processes = {process.pid: process for process in root.children(recursive=True)}
+        processes[root.pid] = root
         for process in psutil.process_iter():
             try:
                 if os.getpgid(process.pid) == self.process.pid:
                     processes[process.pid] = process
             except (ProcessLookupError, psutil.NoSuchProcess):
                 continue
-        workers, total = [], 0.0
+        workers, total_pss = [], 0.0
         for process in processes.values():
             try:
-                rss = process.memory_info().rss / 2**20
-                command = " ".join(process.cmdline())
-            except psutil.NoSuchProcess:
+                memory = process.memory_full_info()
+                is_worker = not process.children() and _has_torch(process.pid)
+            except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
                 continue
-            total += rss
-            if "model_service_worker" in command:
-                workers.append(rss)
+            total_pss += memory.pss / 2**20
+            if is_worker:
+                workers.append(memory.rss / 2**20)
         mean = sum(workers) / len(workers) if workers else 0.0
         return {
             "worker_rss_mb": round(mean, 1),
             "workers": len(workers),
-            "total_rss_mb": round(total, 1),
+            "total_pss_mb": round(total_pss, 1),
         }
 
     def stop(self) -> None:
@@ -118,6 +122,10 @@ def start(contender: Contender, workload: Workload, port: int, logs: Path) -> Se
             command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
     return Server(contender, port, process, time.monotonic(), log)
+
+
+def _has_torch(pid: int) -> bool:
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
 def post(port: int, body: bytes, content_type: str) -> int:

@@ -93,7 +93,9 @@ def prepare(name: str, out: Path) -> Workload:
     if name == "tiny":
         return _prepare(root, name, _tiny_model, TINY_CODE, _tiny_body, "application/json")
     if name == "image":
-        return _prepare(root, name, _resnet18, IMAGE_CODE, _jpeg, "image/jpeg")
+        return _prepare(root, name, _resnet(18), IMAGE_CODE, _jpeg, "image/jpeg")
+    if name == "image50":
+        return _prepare(root, name, _resnet(50), IMAGE_CODE, _jpeg, "image/jpeg")
     if name == "digits":
         code = (REPO / "code" / "inference.py").read_text()
         return _prepare(root, name, _digits_model, code, _digit_png, "image/png")
@@ -134,14 +136,17 @@ def _tiny_body(_root: Path) -> bytes:
     return json.dumps([np.random.default_rng(0).random(64).round(6).tolist()]).encode()
 
 
-def _resnet18(path: Path, _root: Path) -> None:
-    from bench.resnet import ResNet18
+def _resnet(depth: int) -> Callable[[Path, Path], None]:
+    def make(path: Path, _root: Path) -> None:
+        from bench.resnet import ResNet18, ResNet50
 
-    torch.manual_seed(0)
-    model = ResNet18().eval()
-    with torch.inference_mode():
-        traced = torch.jit.trace(model, torch.zeros(1, 3, 224, 224))
-    traced.save(str(path))
+        torch.manual_seed(0)
+        model = (ResNet18 if depth == 18 else ResNet50)().eval()
+        with torch.inference_mode():
+            traced = torch.jit.trace(model, torch.zeros(1, 3, 224, 224))
+        traced.save(str(path))
+
+    return make
 
 
 def _jpeg(_root: Path) -> bytes:
