@@ -6,6 +6,9 @@ Faults of the stock setup (sagemaker-inference's model_server.py) fixed here:
 - the management API listened on 0.0.0.0 on the inference port: here it is a Unix socket in
   the run directory, which only this server uses;
 - ``default_response_timeout`` is in minutes: here ``default_response_timeout_seconds``;
+- that limit also cut loading the model short (a model that took longer than
+  SAGEMAKER_MODEL_SERVER_TIMEOUT to load never loaded): MMS's limit is now the startup timeout
+  plus the batch timeout, and the worker keeps the limit per batch itself (worker.py);
 - ``-XX:-UseContainerSupport`` made the JVM ignore the container's memory limit: dropped;
 - MMS's own /ping said 200 without a loaded model: a plugin replaces it (java/);
 - a model loaded at start (the only kind /invocations serves) always had batch size 1: the
@@ -75,7 +78,9 @@ def properties(settings: Settings, paths: RunPaths) -> str:
         "load_models": f"{MODEL_NAME}={MODEL_NAME}",
         "default_service_handler": HANDLER,
         "default_workers_per_model": str(settings.workers),
-        "default_response_timeout_seconds": str(settings.timeout_seconds),
+        "default_response_timeout_seconds": str(
+            settings.startup_timeout_seconds + settings.timeout_seconds
+        ),
         "max_request_size": str(settings.max_payload_bytes * MMS_LIMIT_FACTOR),
         "max_response_size": str(settings.max_payload_bytes + RESPONSE_SLACK_BYTES),
         "number_of_gpu": str(settings.gpu_count),

@@ -14,7 +14,7 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SERVING_DEFAULT_CODE_DIR | (none) | code for models that bring none (the image bakes code/ here) |
 | SAGEMAKER_PROGRAM | inference.py | the handler module (required only when set) |
 | SAGEMAKER_MODEL_SERVER_WORKERS | GPUs, else CPUs | worker processes |
-| SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS | 60 | seconds one batch may take before MMS gives up |
+| SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS | 60 | seconds one batch may take: then 504, new worker |
 | SAGEMAKER_MODEL_SERVER_TIMEOUT | (same) | read as seconds too, when the _SECONDS one is unset |
 | SAGEMAKER_STARTUP_TIMEOUT | 600 | seconds the model may take to load |
 | SAGEMAKER_MAX_PAYLOAD_IN_MB | 6 | limit on request and response bodies |

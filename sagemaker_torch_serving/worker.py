@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def serve(connection: socket.socket, tmp_dir: Path) -> int:
             elif worker is None:
                 raise ValueError("MMS sent requests before loading the model")
             else:
-                connection.sendall(worker.answer(reader.batch()))
+                worker.answer(reader.batch())
     except mms_protocol.Disconnected:
         return 0
     except Exception:
@@ -78,7 +79,7 @@ def _load(command: LoadCommand, connection: socket.socket, tmp_dir: Path) -> Wor
         "server_version": MMS_VERSION,
     }
     try:
-        worker = Worker(build_pipeline(settings, system_properties))
+        worker = Worker(build_pipeline(settings, system_properties), connection)
     except Exception as error:
         reason = f"{type(error).__name__}: {first_line(error)}"
         logger.error("loading the model failed: %s", reason, exc_info=error)
@@ -128,15 +129,34 @@ def build_pipeline(settings: Settings, system_properties: dict[str, Any]) -> Pip
 
 
 class Worker:
-    """A loaded pipeline answering MMS's batches."""
+    """A loaded pipeline answering MMS's batches on its connection, each batch within
+    SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS.
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    MMS's own limit on a worker's answer also applies to loading the model, which may take
+    much longer (mms_config gives MMS the startup timeout plus this one), so the limit per
+    batch is kept here: a thread watches the batch in progress, and when it is late answers
+    each of its requests with a 504 and ends the worker, whose forward pass cannot be
+    stopped otherwise; MMS then starts a new one.
+    """
+
+    def __init__(self, pipeline: Pipeline, connection: socket.socket) -> None:
         self.pipeline = pipeline
+        self.connection = connection
         run_dir = pipeline.settings.run_dir
         self.activity = ActivityMark(RunPaths(run_dir).activity) if run_dir else None
+        self._sending = threading.Lock()  # one answer per batch: ours or the watcher's
+        self._batch: list[str] | None = None  # the request ids of the batch in progress
+        self._batch_started = 0.0
+        timeout = pipeline.settings.timeout_seconds
+        watcher = threading.Thread(target=self._watch, args=(timeout,), name="batch-timeout")
+        watcher.daemon = True
+        watcher.start()
 
-    def answer(self, batch: list[WireRequest]) -> bytes:
-        """The answer frame for a batch: every request gets its own answer, whatever happens."""
+    def answer(self, batch: list[WireRequest]) -> None:
+        """Answer a batch: every request gets its own answer, whatever happens."""
+        ids = [item.request_id for item in batch]
+        self._batch_started = time.monotonic()
+        self._batch = ids
         if self.activity is not None:
             self.activity.busy()
         properties = self.pipeline.system_properties
@@ -155,10 +175,37 @@ class Worker:
         except Exception:  # the pipeline answers errors per request; this is a bug in it
             logger.exception("the pipeline failed on a batch")
             message = "the server failed on this request; its log has the details"
-            answers = [error_answer(request.request_id, 500, message) for request in requests]
-        finally:
-            if self.activity is not None:
-                self.activity.idle()
-        return mms_protocol.batch_answer(
-            zip([item.request_id for item in batch], answers, strict=True)
-        )
+            answers = [error_answer(request_id, 500, message) for request_id in ids]
+        frame = mms_protocol.batch_answer(zip(ids, answers, strict=True))
+        with self._sending:
+            self._batch = None
+            self.connection.sendall(frame)
+        if self.activity is not None:
+            self.activity.idle()
+
+    def _watch(self, timeout: int) -> None:
+        while True:
+            time.sleep(min(1.0, timeout / 4))
+            ids = self._batch
+            if ids is None or time.monotonic() - self._batch_started < timeout:
+                continue
+            with self._sending:
+                if self._batch is not ids:
+                    continue  # answered meanwhile
+                message = (
+                    f"the model did not answer within {timeout} s "
+                    "(SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS); its worker is restarted"
+                )
+                answers = [
+                    (request_id, error_answer(request_id, 504, message)) for request_id in ids
+                ]
+                self.connection.sendall(mms_protocol.batch_answer(answers))
+                # Hang up now, not when the exit has freed the process's memory: MMS must see
+                # the end right after the answers, before it sends this worker another batch.
+                self.connection.shutdown(socket.SHUT_RDWR)
+                logger.error(
+                    "a batch took over %d s: answered 504, ending worker %d", timeout, os.getpid()
+                )
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)

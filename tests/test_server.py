@@ -299,6 +299,57 @@ def test_a_model_that_cannot_load_stops_the_server_with_the_reason(
     assert not psutil.pid_exists(server.process.pid)
 
 
+def test_a_model_may_take_longer_to_load_than_a_batch_may_take(tmp_path, start_server, scale_model):
+    code = write_code(
+        tmp_path,
+        """
+        import time
+        import torch
+
+        def model_fn(model_dir):
+            time.sleep(4)
+            return torch.jit.load(f"{model_dir}/model.pt")
+        """,
+    )
+    server = start_server(
+        SERVING_MODEL_DIR=str(scale_model),
+        SERVING_CODE_DIR=str(code),
+        SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS="2",
+        SAGEMAKER_STARTUP_TIMEOUT="60",
+    )
+    assert server.wait_ready() > 4
+    assert post(server, b"[[1]]", "application/json").json() == [[2.0, 1.0]]
+
+
+def test_a_batch_over_the_timeout_is_a_504_and_its_worker_is_replaced(
+    tmp_path, start_server, scale_model
+):
+    code = write_code(
+        tmp_path,
+        """
+        import time
+
+        def predict_fn(data, model):
+            if data[0, 0] == 13:
+                time.sleep(60)  # a forward pass that hangs
+            return model(data)
+        """,
+    )
+    server = start_server(
+        SERVING_MODEL_DIR=str(scale_model),
+        SERVING_CODE_DIR=str(code),
+        SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS="2",
+    )
+    server.wait_ready()
+    started = time.monotonic()
+    body = assert_json_error(post(server, b"[[13]]", "application/json"), 504)
+    assert 2 <= time.monotonic() - started < 10
+    assert "did not answer within 2 s" in body["message"]
+    # The one worker was replaced: the next request waits for the new one, then succeeds.
+    assert post(server, b"[[1]]", "application/json").json() == [[2.0, 1.0]]
+    assert "answered 504, ending worker" in server.log()
+
+
 def test_a_backend_that_cannot_start_stops_the_server_with_the_reason(
     tmp_path, start_server, scale_model
 ):
