@@ -138,10 +138,10 @@ def _tiny_body(_root: Path) -> bytes:
 
 def _resnet(depth: int) -> Callable[[Path, Path], None]:
     def make(path: Path, _root: Path) -> None:
-        from bench.resnet import ResNet18, ResNet50
+        from bench.resnet import resnet18, resnet50
 
         torch.manual_seed(0)
-        model = (ResNet18 if depth == 18 else ResNet50)().eval()
+        model = (resnet18 if depth == 18 else resnet50)().eval()
         with torch.inference_mode():
             traced = torch.jit.trace(model, torch.zeros(1, 3, 224, 224))
         traced.save(str(path))

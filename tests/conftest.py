@@ -72,6 +72,21 @@ class ServerProcess:
         except psutil.NoSuchProcess:
             return []
 
+    def workers(self) -> set[int]:
+        """The pids of the worker processes: those the model's backend forked."""
+        parents = {}
+        for process in self.descendants():
+            try:
+                parents[process.pid] = (process.ppid(), process.cmdline())
+            except psutil.NoSuchProcess:  # e.g. MMS's short-lived metrics collector
+                continue
+        backends = {
+            pid
+            for pid, (_, command) in parents.items()
+            if "sagemaker_torch_serving.backend" in command
+        }
+        return {pid for pid, (parent, _) in parents.items() if parent in backends}
+
     def terminate(self, timeout: float = 40.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
