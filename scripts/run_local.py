@@ -59,11 +59,14 @@ def main(argv: list[str]) -> int:
         client.ping()
     except docker.errors.DockerException as error:
         return fail(f"cannot reach the Docker daemon ({error}); is Docker running?")
+    try:
+        # Only a local image: containers.run would otherwise try to pull it from a registry.
+        client.images.get(args.image)
+    except docker.errors.ImageNotFound:
+        return fail(f"image {args.image} not found: build it with `make build`")
     name = f"sagemaker-serving-{uuid.uuid4().hex[:8]}"
     try:
         container = client.containers.run(args.image, ["serve"], name=name, detach=True, **options)
-    except docker.errors.ImageNotFound:
-        return fail(f"image {args.image} not found: build it with `make build`")
     except docker.errors.APIError as error:
         _remove(client, name)  # a failed start leaves a container in state Created
         if args.gpu and "device driver" in str(error):

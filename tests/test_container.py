@@ -226,3 +226,82 @@ def test_other_commands_run_in_place_of_the_server(client, image):
     labels = client.images.get(image).labels
     assert labels.get("com.amazonaws.sagemaker.capabilities.accept-bind-to-port") == "true"
     assert "com.amazonaws.sagemaker.capabilities.multi-models" not in labels
+
+
+def run_local(*args: str, **popen) -> subprocess.Popen:
+    """scripts/run_local.py, what `make run` runs."""
+    command = [sys.executable, str(REPO / "scripts" / "run_local.py"), *args]
+    return subprocess.Popen(command, text=True, **popen)
+
+
+def serving_containers(client) -> list:
+    return [c for c in client.containers.list(all=True) if c.name.startswith("sagemaker-serving-")]
+
+
+def test_make_run_serves_the_model_until_ctrl_c(client, image, digits, tmp_path):
+    """`make run MODEL=... NETWORK=host` then `make invoke`, as a user runs them."""
+    port = free_port()
+    log = tmp_path / "run.log"
+    with log.open("w") as output:
+        process = run_local(
+            "--image", image, "--model", str(digits / "model"), "--port", str(port),
+            "--network", "host", stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+        digit = tmp_path / "digit.png"
+        heldout = np.load(digits / "heldout.npz")
+        digit.write_bytes(png(heldout["images"][0]))
+        invoke = [sys.executable, str(REPO / "scripts" / "invoke.py"), "--file", str(digit)]
+        invoke += ["--url", f"http://127.0.0.1:{port}"]
+        answer = subprocess.run(invoke, capture_output=True, text=True, timeout=30)
+        assert answer.returncode == 0, answer.stderr
+        status, body = answer.stdout.split("\n", 1)
+        assert status == "200 application/json"
+        assert json.loads(body)["predicted_class"] == int(heldout["labels"][0])
+    finally:
+        process.send_signal(__import__("signal").SIGINT)  # Ctrl-C
+        code = process.wait(60)
+    assert code == 0, log.read_text()
+    assert "exited with code 0" in log.read_text()
+    assert not serving_containers(client)
+
+
+RUN_FAILURES = {
+    # case: (what differs from a good `make run`, what stderr says)
+    "gpu": (
+        {"--gpu": None},
+        "--gpu needs the NVIDIA Container Toolkit, which this Docker host lacks",
+    ),
+    "missing-model": ({"--model": "/nonexistent"}, "model not found: /nonexistent"),
+    "missing-image": (
+        {"--image": "sagemaker-torch-serving:missing"},
+        "image sagemaker-torch-serving:missing not found: build it with `make build`",
+    ),
+    "no-docker": ({"DOCKER_HOST": "unix:///nonexistent.sock"}, "cannot reach the Docker daemon"),
+}
+
+
+@pytest.mark.parametrize("case", RUN_FAILURES)
+def test_make_run_fails_in_one_clear_line(client, image, digits, case):
+    if case == "gpu" and "nvidia" in client.info().get("Runtimes", {}):
+        pytest.skip("this Docker host has the NVIDIA runtime")
+    changes, expected = RUN_FAILURES[case]
+    options = {"--image": image, "--model": str(digits / "model"), "--network": "host"}
+    options.update((key, value) for key, value in changes.items() if key.startswith("--"))
+    args = [part for key, value in options.items() for part in (key, value) if part is not None]
+    env = {**os.environ, **{key: value for key, value in changes.items() if key.isupper()}}
+    process = run_local(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert stderr.startswith(f"run_local: {expected}"), stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert not serving_containers(client)  # a failed start leaves no container behind
