@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mms
 import torch
 
 from sagemaker_torch_serving import mms_protocol
@@ -33,8 +34,6 @@ from sagemaker_torch_serving.pipeline import Pipeline, Request, error_answer
 from sagemaker_torch_serving.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-MMS_VERSION = "1.1.11"  # what MMS's context.system_properties["server_version"] says
 
 
 def serve(connection: socket.socket, tmp_dir: Path) -> int:
@@ -51,8 +50,8 @@ def serve(connection: socket.socket, tmp_dir: Path) -> int:
                 raise ValueError("MMS sent requests before loading the model")
             else:
                 worker.answer(reader.batch())
-    except mms_protocol.Disconnected:
-        return 0
+    except (mms_protocol.Disconnected, BrokenPipeError, ConnectionResetError):
+        return 0  # MMS hung up: it stops, or it gave up on this worker
     except Exception:
         logger.exception("the worker failed")
         return 1
@@ -76,7 +75,7 @@ def _load(command: LoadCommand, connection: socket.socket, tmp_dir: Path) -> Wor
         "gpu_id": command.gpu_id,
         "batch_size": command.batch_size,
         "server_name": "MMS",
-        "server_version": MMS_VERSION,
+        "server_version": mms.__version__,
     }
     try:
         worker = Worker(build_pipeline(settings, system_properties), connection)

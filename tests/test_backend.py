@@ -139,8 +139,9 @@ def test_a_backend_started_ahead_takes_over_mms_program(tmp_path, environment):
     code.mkdir()
     (code / "inference.py").write_text(
         "import json, os\n"
-        "def transform_fn(model, body, content_type, accept):\n"
-        "    return json.dumps({'mark': os.environ.get('MARK'), 'cwd': os.getcwd()})\n"
+        "def transform_fn(model, body, content_type, accept, context):\n"
+        "    return json.dumps({'mark': os.environ.get('MARK'), 'cwd': os.getcwd(),\n"
+        "                       'properties': context.system_properties})\n"
     )
     environment["SERVING_CODE_DIR"] = str(code)
     backend = subprocess.Popen(
@@ -160,7 +161,17 @@ def test_a_backend_started_ahead_takes_over_mms_program(tmp_path, environment):
         connection, worker_pid = program.connect_worker(1)
         assert psutil.Process(worker_pid).ppid() == backend.pid
         answer = json.loads(predict(connection, b"[[5]]")["body"])
-        assert answer == {"mark": "from-mms", "cwd": str(tmp_path)}
+        assert answer["mark"] == "from-mms"
+        assert answer["cwd"] == str(tmp_path)
+        # What the official toolkit's context.system_properties holds, and the device.
+        assert answer["properties"] == {
+            "model_dir": environment["SERVING_MODEL_DIR"],
+            "gpu_id": None,
+            "batch_size": 1,
+            "server_name": "MMS",
+            "server_version": "1.1.11",
+            "device": "cpu",
+        }
         assert not handover.exists()  # one handover: a later program is a backend itself
         assert program.process.poll() is None  # the program stays while the backend runs
         backend.kill()

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -78,19 +78,12 @@ class Container:
     def logs(self) -> str:
         return self.container.logs().decode(errors="replace")
 
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            self.container.reload()
-            if self.container.status == "exited":
-                pytest.fail(f"the container exited:\n{self.logs()[-4000:]}")
-            time.sleep(0.1)
-        pytest.fail(f"not ready after {timeout} s:\n{self.logs()[-4000:]}")
+    def wait_ready(self) -> None:
+        wait_ready(self.url, self.exited, self.logs)
+
+    def exited(self) -> bool:
+        self.container.reload()
+        return self.container.status == "exited"
 
     def invoke(self, body: bytes, content_type: str) -> requests.Response:
         headers = {"Content-Type": content_type}
@@ -101,6 +94,21 @@ class Container:
             self.container.remove(force=True)
         except docker.errors.NotFound:
             pass
+
+
+def wait_ready(url: str, exited: Callable[[], bool], log: Callable[[], str]) -> None:
+    """Wait until url's /ping says 200; fail with the log if the server exits or never does."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if exited():
+            pytest.fail(f"the server exited:\n{log()[-4000:]}")
+        time.sleep(0.1)
+    pytest.fail(f"not ready after 120 s:\n{log()[-4000:]}")
 
 
 @pytest.fixture
@@ -248,20 +256,13 @@ def test_make_run_serves_the_model_until_ctrl_c(client, image, digits, tmp_path)
             "--network", "host", stdout=output, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None, log.read_text()
-            time.sleep(0.2)
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, lambda: process.poll() is not None, log.read_text)
         digit = tmp_path / "digit.png"
         heldout = np.load(digits / "heldout.npz")
         digit.write_bytes(png(heldout["images"][0]))
         invoke = [sys.executable, str(REPO / "scripts" / "invoke.py"), "--file", str(digit)]
-        invoke += ["--url", f"http://127.0.0.1:{port}"]
+        invoke += ["--url", url]
         answer = subprocess.run(invoke, capture_output=True, text=True, timeout=30)
         assert answer.returncode == 0, answer.stderr
         status, body = answer.stdout.split("\n", 1)
