@@ -55,11 +55,11 @@ serve: venv plugin model
 test: venv plugin
 	$(PY) -m pytest
 
-test-quick: venv plugin
-	$(PY) -m pytest -m "not slow"
+test-quick: venv
+	$(PY) -m pytest tests/unit
 
 test-container: venv plugin
-	$(PY) -m pytest tests/test_container.py tests/test_push.py
+	$(PY) -m pytest tests/integration/test_container.py tests/integration/test_push.py
 
 lint: venv
 	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(VENV)/bin/hadolint Dockerfile

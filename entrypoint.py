@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     if line:
         print(f"entrypoint: {line}", file=sys.stderr, flush=True)
     if argv[:1] == ["serve"]:
-        from sagemaker_torch_serving.server import main as serve
+        from sagemaker_torch_serving.server.supervisor import main as serve
 
         return serve()
     if not argv:

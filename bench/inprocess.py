@@ -39,15 +39,15 @@ def _pipeline(workload: Workload, env: dict[str, str]):
         SAGEMAKER_CONTAINER_LOG_LEVEL="WARNING",
         **env,
     )
+    from sagemaker_torch_serving.handler.build import build_pipeline
     from sagemaker_torch_serving.settings import Settings
-    from sagemaker_torch_serving.worker import build_pipeline
 
     return build_pipeline(Settings.from_env(), {"gpu_id": None})
 
 
 def _requests(workload: Workload, count: int):
-    from sagemaker_torch_serving.context import ServingContext
-    from sagemaker_torch_serving.pipeline import Request
+    from sagemaker_torch_serving.handler.context import ServingContext
+    from sagemaker_torch_serving.handler.pipeline import Request
 
     headers = {"content-type": workload.content_type}
     return [

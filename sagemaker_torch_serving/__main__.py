@@ -2,6 +2,6 @@
 
 import sys
 
-from sagemaker_torch_serving.server import main
+from sagemaker_torch_serving.server.supervisor import main
 
 sys.exit(main())

@@ -17,6 +17,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")  # what is taken for a model.tar.gz
 MAX_UNPACKED_BYTES = 64 * 1024**3
 
 

@@ -46,6 +46,44 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+
+class Env:
+    """The name of every variable the runtime reads or passes on: written here once, and used
+    by name everywhere else (the table above says what each means)."""
+
+    BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
+    HOST = "SERVING_HOST"
+    BASE_DIR = "SAGEMAKER_BASE_DIR"
+    MODEL_DIR = "SERVING_MODEL_DIR"
+    MODEL_ARCHIVE = "SERVING_MODEL_ARCHIVE"
+    CODE_DIR = "SERVING_CODE_DIR"
+    DEFAULT_CODE_DIR = "SERVING_DEFAULT_CODE_DIR"
+    PROGRAM = "SAGEMAKER_PROGRAM"
+    WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
+    TIMEOUT_SECONDS = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
+    TIMEOUT = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
+    STARTUP_TIMEOUT = "SAGEMAKER_STARTUP_TIMEOUT"
+    MAX_PAYLOAD_IN_MB = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
+    LOG_LEVEL = "SAGEMAKER_CONTAINER_LOG_LEVEL"
+    DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+    BATCH_SIZE = "SAGEMAKER_MODEL_SERVER_BATCH_SIZE"
+    MAX_BATCH_DELAY_MS = "SERVING_MAX_BATCH_DELAY_MS"
+    VMARGS = "SAGEMAKER_MODEL_SERVER_VMARGS"
+    TORCH_THREADS = "SERVING_TORCH_THREADS"
+    DEVICE = "SERVING_DEVICE"
+    TRUST_PICKLED_MODEL = "SERVING_TRUST_PICKLED_MODEL"
+    HALF_PRECISION = "SERVING_HALF_PRECISION"
+    WARMUP_SHAPE = "SERVING_WARMUP_SHAPE"
+    DRAIN_SECONDS = "SERVING_DRAIN_SECONDS"
+    # Internal: how the serving process tells the processes it starts about this run.
+    RUN_DIR = "SERVING_RUN_DIR"
+    BACKEND_HANDOVER = "SERVING_BACKEND_HANDOVER"  # the waiting backend's socket (backend/)
+    # Not ours, read where CUDA's and the thread pools' own rules apply.
+    CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+    OMP_NUM_THREADS = "OMP_NUM_THREADS"
+    MKL_NUM_THREADS = "MKL_NUM_THREADS"
+
+
 DEFAULT_VMARGS = (
     "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+UseParallelGC "
     "-XX:+ExitOnOutOfMemoryError -XX:-UsePerfData -Xss512k"
@@ -87,44 +125,56 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Reader(os.environ if environ is None else environ)
-        base_dir = Path(env.text("SAGEMAKER_BASE_DIR", "/opt/ml"))
-        model_dir = Path(env.text("SERVING_MODEL_DIR", str(base_dir / "model"))).absolute()
+        base_dir = Path(env.text(Env.BASE_DIR, "/opt/ml"))
+        model_dir = Path(env.text(Env.MODEL_DIR, str(base_dir / "model"))).absolute()
         gpu_count = visible_gpu_count(env.raw)
         cpus = os.cpu_count() or 1
-        workers = env.positive_int("SAGEMAKER_MODEL_SERVER_WORKERS", gpu_count or cpus)
+        workers = env.positive_int(Env.WORKERS, gpu_count or cpus)
         timeout = env.positive_int(
-            "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS",
-            env.positive_int("SAGEMAKER_MODEL_SERVER_TIMEOUT", 60),
+            Env.TIMEOUT_SECONDS,
+            env.positive_int(Env.TIMEOUT, 60),
         )
-        device = env.text("SERVING_DEVICE", "auto").lower()
+        device = env.text(Env.DEVICE, "auto").lower()
         if device not in ("auto", "cpu", "cuda"):
-            raise SettingsError(f"SERVING_DEVICE must be auto, cpu or cuda, got {device!r}")
-        run_dir = env.text("SERVING_RUN_DIR", "")
+            raise SettingsError(f"{Env.DEVICE} must be auto, cpu or cuda, got {device!r}")
+        run_dir = env.text(Env.RUN_DIR, "")
         return cls(
-            host=env.text("SERVING_HOST", "127.0.0.1"),
-            port=env.port("SAGEMAKER_BIND_TO_PORT", 8080),
+            host=env.text(Env.HOST, "127.0.0.1"),
+            port=env.port(Env.BIND_TO_PORT, 8080),
             model_dir=model_dir,
-            model_archive=_optional_path(env.text("SERVING_MODEL_ARCHIVE", "")),
+            model_archive=_optional_path(env.text(Env.MODEL_ARCHIVE, "")),
             code_dir=_code_dir(env, model_dir),
-            program=env.raw.get("SAGEMAKER_PROGRAM", "").strip() or None,
+            program=env.raw.get(Env.PROGRAM, "").strip() or None,
             workers=workers,
             gpu_count=gpu_count,
             timeout_seconds=timeout,
-            startup_timeout_seconds=env.positive_int("SAGEMAKER_STARTUP_TIMEOUT", 600),
-            max_payload_bytes=env.positive_int("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6) * MEBIBYTE,
-            log_level=env.log_level("SAGEMAKER_CONTAINER_LOG_LEVEL", logging.INFO),
-            default_accept=env.text("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/json"),
-            batch_size=env.positive_int("SAGEMAKER_MODEL_SERVER_BATCH_SIZE", 1),
-            max_batch_delay_ms=env.non_negative_int("SERVING_MAX_BATCH_DELAY_MS", 5),
-            vmargs=env.text("SAGEMAKER_MODEL_SERVER_VMARGS", DEFAULT_VMARGS),
-            torch_threads=env.positive_int("SERVING_TORCH_THREADS", max(1, cpus // workers)),
+            startup_timeout_seconds=env.positive_int(Env.STARTUP_TIMEOUT, 600),
+            max_payload_bytes=env.positive_int(Env.MAX_PAYLOAD_IN_MB, 6) * MEBIBYTE,
+            log_level=env.log_level(Env.LOG_LEVEL, logging.INFO),
+            default_accept=env.text(Env.DEFAULT_ACCEPT, "application/json"),
+            batch_size=env.positive_int(Env.BATCH_SIZE, 1),
+            max_batch_delay_ms=env.non_negative_int(Env.MAX_BATCH_DELAY_MS, 5),
+            vmargs=env.text(Env.VMARGS, DEFAULT_VMARGS),
+            torch_threads=env.positive_int(Env.TORCH_THREADS, max(1, cpus // workers)),
             device=device,
-            trust_pickled_model=env.flag("SERVING_TRUST_PICKLED_MODEL"),
-            half_precision=env.flag("SERVING_HALF_PRECISION"),
-            warmup_shape=env.shape("SERVING_WARMUP_SHAPE"),
-            drain_seconds=env.non_negative_int("SERVING_DRAIN_SECONDS", 25),
+            trust_pickled_model=env.flag(Env.TRUST_PICKLED_MODEL),
+            half_precision=env.flag(Env.HALF_PRECISION),
+            warmup_shape=env.shape(Env.WARMUP_SHAPE),
+            drain_seconds=env.non_negative_int(Env.DRAIN_SECONDS, 25),
             run_dir=Path(run_dir) if run_dir else None,
         )
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that pass what the serving process resolved on to the processes it
+        starts, so that they read the same settings (paths absolute: they run elsewhere)."""
+        env = {
+            Env.MODEL_DIR: str(self.model_dir),
+            Env.CODE_DIR: str(self.code_dir),
+            Env.MODEL_ARCHIVE: "",  # unpacked already: model_dir holds it
+        }
+        if self.run_dir is not None:
+            env[Env.RUN_DIR] = str(self.run_dir)
+        return env
 
     @property
     def program_path(self) -> Path:
@@ -137,17 +187,17 @@ def _optional_path(value: str) -> Path | None:
 
 
 def _code_dir(env: _Reader, model_dir: Path) -> Path:
-    explicit = env.text("SERVING_CODE_DIR", "")
+    explicit = env.text(Env.CODE_DIR, "")
     if explicit:
         return Path(explicit).absolute()
     own = model_dir / "code"
-    default = env.text("SERVING_DEFAULT_CODE_DIR", "")
+    default = env.text(Env.DEFAULT_CODE_DIR, "")
     return own if own.is_dir() or not default else Path(default).absolute()
 
 
 def visible_gpu_count(environ: Mapping[str, str]) -> int:
     """NVIDIA GPUs this process may use, found without importing torch (which takes seconds)."""
-    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    visible = environ.get(Env.CUDA_VISIBLE_DEVICES)
     if visible is not None:
         ids = [part for part in visible.split(",") if part.strip()]
         return 0 if not ids or ids[0].strip() == "-1" else len(ids)

@@ -1,0 +1,155 @@
+"""MMS's backend process for the model, ours: it listens where MMS says and forks a worker
+(worker.py) for each connection MMS opens, one per worker.
+
+MMS's frontend runs ``<python> <model_server_home>/mms/model_service_worker.py ARGS`` for the
+model (server/mms_config.py points model_server_home at ``mms_home/`` beside this file, whose
+program calls ``main``). Two things make ours start faster than MMS's own program:
+- the backend imports torch and the runtime once, before it forks, instead of every worker
+  importing them after the fork: N workers start about as fast as one, and share those pages;
+- the serving process starts a backend before it starts MMS (``python -m
+  sagemaker_torch_serving.backend --handover SOCKET``), so that importing torch (seconds)
+  overlaps the JVM's start instead of following it. When MMS then runs its program, the
+  program hands MMS's request over: it sends its arguments, environment, working directory
+  and import path to the waiting backend, which takes them on as its own, prints what MMS
+  waits for, and stays until the backend ends. Without a waiting backend (run outside the
+  serving process, or MMS restarting a backend that died), the program is the backend itself.
+
+Nothing imported before a fork starts a thread pool or CUDA, which the fork would break; the
+user's module, which may do either, is imported by each worker after the fork.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from sagemaker_torch_serving.settings import Env
+
+
+def main(argv: list[str]) -> int:
+    """MMS's program: hand over to the backend the serving process started, else be the
+    backend."""
+    handover = os.environ.get(Env.BACKEND_HANDOVER)
+    if handover:
+        code = _hand_over(Path(handover), argv)
+        if code is not None:
+            return code
+    return _run(argv)
+
+
+def prestart(handover: Path) -> NoReturn:
+    """A backend started ahead of MMS: import, then take MMS's request from its program."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(handover))
+    listener.listen(1)
+    _import_for_workers()
+    program, _ = listener.accept()
+    listener.close()
+    handover.unlink()  # one handover: MMS's later programs are backends themselves
+    with program.makefile("rb") as stream:
+        request = json.loads(stream.readline())
+    os.environ.clear()
+    os.environ.update(request["environment"])
+    os.chdir(request["cwd"])
+    sys.path[:] = request["path"]
+    args = _arguments().parse_args(request["argv"])
+    listening = _listen(args)
+    program.sendall(f"{os.getpid()}\n".encode())
+    # The connection stays open in this process only: MMS's program waits for it to close,
+    # which says that the backend ended.
+    _fork_workers(listening, Path(args.tmp_dir), program)
+
+
+def _hand_over(handover: Path, argv: list[str]) -> int | None:
+    """Give MMS's request to the waiting backend; None if there is none (or it died)."""
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(str(handover))
+        request = {
+            "argv": argv,
+            "environment": dict(os.environ),
+            "cwd": os.getcwd(),
+            "path": sys.path,
+        }
+        connection.sendall(json.dumps(request).encode() + b"\n")
+        with connection.makefile("rb") as stream:
+            pid = stream.readline().strip().decode()
+            if not pid:
+                return None
+            _announce(int(pid))
+            stream.read()  # until the backend ends
+    except OSError:
+        return None
+    finally:
+        connection.close()
+    return 0
+
+
+def _run(argv: list[str]) -> NoReturn:
+    args = _arguments().parse_args(argv)
+    _import_for_workers()
+    listening = _listen(args)
+    _announce(os.getpid())
+    _fork_workers(listening, Path(args.tmp_dir))
+
+
+def _arguments() -> argparse.ArgumentParser:
+    """MMS's arguments for its program (its WorkerLifeCycle); the handler and model go unused:
+    the worker reads both from the settings."""
+    parser = argparse.ArgumentParser(description="MMS backend (MMS starts it)")
+    parser.add_argument("--sock-type", choices=("unix", "tcp"), required=True)
+    parser.add_argument("--sock-name")
+    parser.add_argument("--port")
+    parser.add_argument("--handler")
+    parser.add_argument("--model-path")
+    parser.add_argument("--model-name")
+    parser.add_argument("--preload-model")
+    parser.add_argument("--tmp-dir", required=True)
+    return parser
+
+
+def _import_for_workers() -> None:
+    """What every worker needs, imported once before the forks: torch, numpy, the pipeline."""
+    from sagemaker_torch_serving.backend import worker  # noqa: F401
+
+
+def _listen(args: argparse.Namespace) -> socket.socket:
+    if args.sock_type == "unix":
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        Path(args.sock_name).unlink(missing_ok=True)
+        listening.bind(args.sock_name)
+    else:
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listening.bind(("127.0.0.1", int(args.port)))
+    listening.listen(128)
+    return listening
+
+
+def _announce(pid: int) -> None:
+    """What MMS reads from its program's output: the backend's pid, then that it listens."""
+    print(f"[PID] {pid}\nMMS worker started.", flush=True)
+
+
+def _fork_workers(
+    listening: socket.socket, tmp_dir: Path, program: socket.socket | None = None
+) -> NoReturn:
+    """Fork a worker for each connection from MMS, until this process is stopped. The
+    connection from MMS's ``program`` (after a handover) is the backend's, not the workers'."""
+    from sagemaker_torch_serving.backend import worker
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps ended workers
+    while True:
+        connection, _ = listening.accept()
+        if os.fork() == 0:
+            listening.close()
+            if program is not None:
+                program.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # user code may wait for children
+            os._exit(worker.serve(connection, tmp_dir))
+        connection.close()

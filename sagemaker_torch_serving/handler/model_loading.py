@@ -1,0 +1,165 @@
+"""The default model_fn: find the one model file, load it by its kind, place it on a device.
+
+Kinds, by file: TorchScript (``.pt``/``.pth`` holding a TorchScript archive), ``torch.export``
+programs (``.pt2``), ONNX (``.onnx``, through onnxruntime), and a whole pickled ``nn.Module``
+(``.pt``/``.pth``), which loads only when SERVING_TRUST_PICKLED_MODEL is on, because
+unpickling runs whatever code the file names.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sagemaker_torch_serving.settings import Env
+
+MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".onnx")
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(Exception):
+    """The model cannot be loaded; the message says what a person should change."""
+
+
+def select_device(setting: str, gpu_id: int | None) -> torch.device:
+    """The worker's device: the GPU that MMS assigned it (``gpu_id``) where CUDA is there."""
+    if setting == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if setting == "cuda":
+            raise ModelLoadError(f"{Env.DEVICE}=cuda, but no CUDA device is visible")
+        return torch.device("cpu")
+    index = gpu_id if gpu_id is not None and gpu_id >= 0 else 0
+    return torch.device("cuda", index % torch.cuda.device_count())
+
+
+def find_model_file(model_dir: Path) -> Path:
+    """The single model file at the top of ``model_dir``."""
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"the model directory {model_dir} does not exist")
+    found = sorted(
+        path
+        for path in model_dir.iterdir()
+        if path.is_file() and path.suffix in MODEL_SUFFIXES and not path.name.startswith(".")
+    )
+    if len(found) != 1:
+        names = ", ".join(path.name for path in found) or "none"
+        raise ModelLoadError(
+            f"the default model_fn needs exactly one {'/'.join(MODEL_SUFFIXES)} file in "
+            f"{model_dir}, found {names}; keep one, or define model_fn in inference.py"
+        )
+    return found[0]
+
+
+def load_model(
+    model_dir: Path, device: torch.device, trust_pickled: bool, half: bool = False
+) -> Any:
+    """Load the model in ``model_dir`` onto ``device``, in eval mode; in float16 if ``half``
+    and the device is a GPU (on a CPU float16 is slower, so it stays float32, with a log line)."""
+    path = find_model_file(model_dir)
+    if path.suffix == ".onnx":
+        model: Any = OnnxModel(path, device)
+    elif path.suffix == ".pt2":
+        model = _load_exported(path, device)
+    elif _is_torchscript(path):
+        model = torch.jit.load(str(path), map_location=device).eval()
+    else:
+        model = _load_pickled(path, device, trust_pickled).eval()
+    if half:
+        if device.type == "cuda" and isinstance(model, torch.nn.Module):
+            model = model.half()
+        else:
+            logger.warning("%s applies to torch models on a GPU; ignored", Env.HALF_PRECISION)
+    return model
+
+
+def model_device(model: Any) -> torch.device:
+    """Where the model's inputs must go: the device of its first parameter or buffer."""
+    tensor = _first_tensor(model)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def model_float_dtype(model: Any) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter (float16 after .half())."""
+    if isinstance(model, torch.nn.Module):
+        for tensor in model.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+    return None
+
+
+def _first_tensor(model: Any) -> torch.Tensor | None:
+    if isinstance(model, torch.nn.Module):
+        for tensor in model.parameters():
+            return tensor
+        for tensor in model.buffers():
+            return tensor
+    return None
+
+
+class OnnxModel:
+    """An onnxruntime session that takes and returns tensors, as a torch model does."""
+
+    def __init__(self, path: Path, device: torch.device) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ModelLoadError(f"{path.name} needs onnxruntime, which is not installed") from None
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                raise ModelLoadError("a GPU is assigned, but onnxruntime has no CUDA provider")
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        self.input_names = [node.name for node in self.session.get_inputs()]
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f"the model takes {len(self.input_names)} inputs, got {len(inputs)}")
+        feeds = {name: value.numpy() for name, value in zip(self.input_names, inputs, strict=True)}
+        outputs = [torch.from_numpy(output) for output in self.session.run(None, feeds)]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+def _load_exported(path: Path, device: torch.device) -> Any:
+    program = torch.export.load(str(path))
+    if device.type != "cpu":
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, device)
+    return program.module()  # exported in eval mode; exported modules refuse .eval()
+
+
+def _load_pickled(path: Path, device: torch.device, trust_pickled: bool) -> torch.nn.Module:
+    try:
+        loaded = torch.load(str(path), map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        if not trust_pickled:
+            raise ModelLoadError(
+                f"{path.name} is a pickled model, and loading it runs code from the file: set "
+                f"{Env.TRUST_PICKLED_MODEL}=true if you trust it, or ship TorchScript, "
+                "a torch.export .pt2 or ONNX instead"
+            ) from None
+        loaded = torch.load(str(path), map_location=device, weights_only=False)
+    if not isinstance(loaded, torch.nn.Module):
+        raise ModelLoadError(
+            f"{path.name} holds a {type(loaded).__name__} (weights only?), not a model: "
+            "define model_fn in inference.py to build the model and load these weights"
+        )
+    return loaded

@@ -1,0 +1,175 @@
+"""A batch of requests in, one answer each out: the user's functions where defined, else defaults.
+
+Every request gets its own answer: its own status, Content-Type and headers. An error in one
+request never fails the others, and never kills the worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from sagemaker_torch_serving.errors import PayloadTooLarge, Stage, error_body, status_for
+from sagemaker_torch_serving.handler import codecs, media
+from sagemaker_torch_serving.handler.context import ServingContext
+from sagemaker_torch_serving.handler.contract import Contract
+from sagemaker_torch_serving.handler.predict import Predictor
+from sagemaker_torch_serving.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Request:
+    request_id: str
+    body: bytes
+    content_type: str | None  # the header as sent
+    accept: str | None  # the header as sent
+    context: ServingContext
+
+
+@dataclasses.dataclass
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str]
+
+
+class Pipeline:
+    """The user's contract bound to a loaded model."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        contract: Contract,
+        model: Any,
+        system_properties: dict[str, Any],
+    ) -> None:
+        self.settings = settings
+        self.contract = contract
+        self.model = model
+        self.system_properties = system_properties  # what context.system_properties shows
+        self.predictor = Predictor(model)
+
+    def run(self, requests: list[Request]) -> list[Answer]:
+        if self.contract.transform_fn is not None:
+            return [self._transform(request) for request in requests]
+        answers: dict[int, Answer] = {}
+        decoded: dict[int, Any] = {}
+        for index, request in enumerate(requests):
+            try:
+                decoded[index] = self._input(request)
+            except Exception as error:  # noqa: BLE001 - answered per request
+                answers[index] = self._error(request, error, "input")
+        for index, prediction in zip(decoded, self._predict(requests, decoded), strict=True):
+            request = requests[index]
+            if isinstance(prediction, Exception):
+                answers[index] = self._error(request, prediction, "predict")
+                continue
+            try:
+                answers[index] = self._output(request, prediction)
+            except Exception as error:  # noqa: BLE001 - answered per request
+                answers[index] = self._error(request, error, "output")
+        return [answers[index] for index in range(len(requests))]
+
+    def warm_up(self) -> None:
+        """Run zeros of SERVING_WARMUP_SHAPE through the model, so the first request is fast."""
+        import torch
+
+        shape = self.settings.warmup_shape
+        if shape is None or self.contract.transform_fn is not None:
+            return
+        data = torch.zeros(shape)
+        if self.contract.predict_fn is None:
+            self.predictor.predict(data)
+        else:
+            context = ServingContext(self.system_properties)
+            self.contract.predict_fn(data, self.model, context=context)
+
+    def _input(self, request: Request) -> Any:
+        if len(request.body) > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"the request body has {len(request.body)} bytes, over the "
+                f"{self.settings.max_payload_bytes}-byte limit (SAGEMAKER_MAX_PAYLOAD_IN_MB)"
+            )
+        content_type, params = media.parse_content_type(request.content_type)
+        if self.contract.input_fn is not None:
+            return self.contract.input_fn(request.body, content_type, context=request.context)
+        return codecs.decode(request.body, content_type, params, self.settings.max_payload_bytes)
+
+    def _predict(self, requests: list[Request], decoded: dict[int, Any]) -> list[Any]:
+        if self.contract.predict_fn is None:
+            return self.predictor.predict_batch(list(decoded.values()))
+        results: list[Any] = []
+        for index, data in decoded.items():
+            try:
+                context = requests[index].context
+                results.append(self.contract.predict_fn(data, self.model, context=context))
+            except Exception as error:  # noqa: BLE001 - answered per request
+                results.append(error)
+        return results
+
+    def _output(self, request: Request, prediction: Any) -> Answer:
+        if self.contract.output_fn is None:
+            accept = media.negotiate(request.accept, codecs.ENCODABLE, self.settings.default_accept)
+            return self._answer(request, codecs.encode(prediction, accept), accept)
+        accept = self._user_accept(request.accept)
+        result = self.contract.output_fn(prediction, accept, context=request.context)
+        return self._user_answer(request, result, accept)
+
+    def _transform(self, request: Request) -> Answer:
+        assert self.contract.transform_fn is not None
+        content_type = media.parse_content_type(request.content_type)[0]
+        accept = self._user_accept(request.accept)
+        try:
+            result = self.contract.transform_fn(
+                self.model, request.body, content_type, accept, context=request.context
+            )
+            return self._user_answer(request, result, accept)
+        except Exception as error:  # noqa: BLE001 - answered per request
+            return self._error(request, error, "transform")
+
+    def _user_accept(self, accept: str | None) -> str:
+        """What user code gets as ``accept``: the header, or the default for none or */*."""
+        if not accept or accept.strip() in ("", "*/*"):
+            return self.settings.default_accept
+        return accept
+
+    def _user_answer(self, request: Request, result: Any, accept: str) -> Answer:
+        """User functions return a body, or (body, content_type) as in the official toolkits."""
+        content_type = None
+        if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], str):
+            result, content_type = result
+        if isinstance(result, str):
+            result = result.encode()
+        elif not isinstance(result, (bytes, bytearray)):
+            result, content_type = codecs.encode(result, media.JSON), media.JSON
+        if content_type is None:
+            ranges = media.parse_accept(accept)
+            content_type = ranges[0] if ranges and "*" not in ranges[0] else media.JSON
+        return self._answer(request, bytes(result), content_type)
+
+    def _answer(self, request: Request, body: bytes, content_type: str) -> Answer:
+        context = request.context
+        if len(body) > self.settings.max_payload_bytes:
+            limit = self.settings.max_payload_bytes
+            message = f"the answer has {len(body)} bytes, over the {limit}-byte limit"
+            return error_answer(request.request_id, 500, message)
+        headers = {"X-Request-Id": request.request_id, **context.response_headers}
+        return Answer(200, body, context.response_content_type or content_type, headers)
+
+    def _error(self, request: Request, error: BaseException, stage: Stage) -> Answer:
+        status, message = status_for(error, stage)
+        if status >= 500:
+            logger.error("request %s failed in %s", request.request_id, stage, exc_info=error)
+        else:
+            logger.info("request %s: %d %s", request.request_id, status, message)
+        return error_answer(request.request_id, status, message)
+
+
+def error_answer(request_id: str, status: int, message: str) -> Answer:
+    """The answer to a request that failed: the JSON error body, no traceback."""
+    body = error_body(status, message, request_id)
+    return Answer(status, body, media.JSON, {"X-Request-Id": request_id})

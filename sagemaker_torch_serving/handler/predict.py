@@ -1,0 +1,113 @@
+"""The default predict_fn: one forward pass per batch, on the model's device, in inference mode.
+
+Requests whose inputs share everything but the first dimension are concatenated and run as
+one forward pass; the output is split back by rows. If that pass fails, each request is run
+alone, so that one bad input is answered with its own error and the others still succeed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from sagemaker_torch_serving.errors import BadRequest, OutOfMemory, first_line
+from sagemaker_torch_serving.handler.model_loading import model_device, model_float_dtype
+
+
+class Predictor:
+    """Runs tensors (or tuples of them, for models with several inputs) through a model."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.device = model_device(model)
+        # Floating inputs take the model's floating dtype (float16 after SERVING_HALF_PRECISION).
+        self.float_dtype = model_float_dtype(model)
+
+    def predict(self, data: Any) -> Any:
+        """One input, as the default predict_fn: the output on the CPU."""
+        inputs = data if isinstance(data, tuple) else (data,)
+        try:
+            with torch.inference_mode():
+                output = self.model(*(self._to_device(value) for value in inputs))
+            return _to_cpu(output)
+        except (torch.cuda.OutOfMemoryError, MemoryError):
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise OutOfMemory("the model ran out of memory on this input; send less") from None
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            raise BadRequest(f"the input does not fit the model: {first_line(error)}") from error
+
+    def predict_batch(self, inputs: Sequence[Any]) -> list[Any]:
+        """Each input's output (or the exception it raised), in order."""
+        results: list[Any] = [None] * len(inputs)
+        alone: list[int] = []
+        for indices in _groups(inputs).values():
+            if len(indices) == 1:
+                alone.extend(indices)
+                continue
+            try:
+                output = self.predict(torch.cat([inputs[i] for i in indices]))
+                parts = _split_rows(output, [inputs[i].shape[0] for i in indices])
+            except Exception:  # noqa: BLE001 - each request is retried alone below
+                alone.extend(indices)
+                continue
+            for index, part in zip(indices, parts, strict=True):
+                results[index] = part
+        for index in alone:
+            try:
+                results[index] = self.predict(inputs[index])
+            except Exception as error:  # noqa: BLE001 - answered per request
+                results[index] = error
+        return results
+
+    def _to_device(self, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+        if not isinstance(value, torch.Tensor):
+            return value
+        if self.float_dtype is not None and value.is_floating_point():
+            value = value.to(self.float_dtype)
+        if value.device == self.device:
+            return value
+        if self.device.type == "cuda":
+            return value.pin_memory().to(self.device, non_blocking=True)
+        return value.to(self.device)
+
+
+def _groups(inputs: Sequence[Any]) -> dict[Any, list[int]]:
+    """Indices of inputs that can share a forward pass, by (row shape, dtype)."""
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for index, value in enumerate(inputs):
+        if isinstance(value, torch.Tensor) and value.dim() >= 1:
+            groups[(tuple(value.shape[1:]), value.dtype)].append(index)
+        else:
+            groups[("alone", index)].append(index)
+    return groups
+
+
+def _split_rows(output: Any, sizes: list[int]) -> list[Any]:
+    if isinstance(output, torch.Tensor):
+        if output.dim() == 0 or output.shape[0] != sum(sizes):
+            raise ValueError("the output does not have one row per input row")
+        return list(torch.split(output, sizes))
+    if isinstance(output, (tuple, list)):
+        columns = [_split_rows(item, sizes) for item in output]
+        return [type(output)(row) for row in zip(*columns, strict=True)]
+    if isinstance(output, dict):
+        columns = {key: _split_rows(item, sizes) for key, item in output.items()}
+        return [{key: columns[key][i] for key in columns} for i in range(len(sizes))]
+    raise ValueError(f"cannot split a {type(output).__name__} by rows")
+
+
+def _to_cpu(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return output.cpu()
+    if isinstance(output, (tuple, list)):
+        return type(output)(_to_cpu(item) for item in output)
+    if isinstance(output, dict):
+        return {key: _to_cpu(item) for key, item in output.items()}
+    return output

@@ -1,0 +1,157 @@
+"""MMS's configuration and command line, written into the server's private run directory.
+
+Faults of the stock setup (sagemaker-inference's model_server.py) fixed here:
+- the config went to /etc and sockets to shared /tmp names: here all of it is in the run dir
+  (``-Djava.io.tmpdir`` moves the worker sockets there);
+- the management API listened on 0.0.0.0 on the inference port: here it is a Unix socket in
+  the run directory, which only this server uses;
+- ``default_response_timeout`` is in minutes: here ``default_response_timeout_seconds``;
+- that limit also cut loading the model short (a model that took longer than
+  SAGEMAKER_MODEL_SERVER_TIMEOUT to load never loaded): MMS's limit is now the startup timeout
+  plus the batch timeout, and the worker keeps the limit per batch itself (backend/worker.py);
+- ``-XX:-UseContainerSupport`` made the JVM ignore the container's memory limit: dropped;
+- MMS's own /ping said 200 without a loaded model: a plugin replaces it (java/);
+- a model loaded at start (the only kind /invocations serves) always had batch size 1: the
+  plugin's management endpoint sets batch size and delay (java/ServingControl.java);
+- MMS's Python worker (one import of torch per worker, a system call per field of a request,
+  a send() that may cut an answer, the one-class rule for handler modules): MMS runs ours
+  instead (backend/), found under model_server_home, which points at backend/mms_home/;
+  there MMS's host metrics collector, a new Python process every minute, does nothing;
+- MMS's decoder of the workers' answers failed on a frame split inside its response headers:
+  the plugin jar replaces it (java/ModelResponseDecoder.java), so it comes first on the class
+  path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sagemaker_torch_serving.run_dir import MODEL_NAME, RunPaths
+from sagemaker_torch_serving.settings import Env, Settings
+
+PACKAGE = Path(__file__).resolve().parents[1]
+# MMS wants a handler name for the model; our worker (backend/worker.py) needs none.
+HANDLER = "sagemaker_torch_serving.backend.worker"
+PLUGIN_JAR = PACKAGE / "java" / "serving-plugin.jar"
+NATIVE_DIR = PACKAGE / "java" / "native"  # Netty's epoll library, see build_plugin.sh
+# MMS runs <model_server_home>/mms/model_service_worker.py as the model's backend: ours.
+MMS_HOME = PACKAGE / "backend" / "mms_home"
+
+# MMS answers a body over its own limit with a bare 413 and no JSON. So MMS's limit is set
+# this many times higher, and the handler enforces the payload limit with a JSON 413;
+# only bodies beyond MMS's limit still get the bare one (SageMaker stops those before us).
+MMS_LIMIT_FACTOR = 4
+# Room for MMS's framing of an answer on top of the payload limit.
+RESPONSE_SLACK_BYTES = 64 * 1024
+
+
+def write_run_dir(settings: Settings, paths: RunPaths) -> None:
+    """Write the config, the log config and the link to the model."""
+    paths.activity.mkdir()
+    paths.model_link.symlink_to(settings.model_dir.resolve(), target_is_directory=True)
+    paths.config.write_text(properties(settings, paths))
+    paths.log_config.write_text(log_config(settings.log_level))
+
+
+def properties(settings: Settings, paths: RunPaths) -> str:
+    values = {
+        "inference_address": f"http://{settings.host}:{settings.port}",
+        "management_address": f"unix:{paths.management_socket}",
+        "model_store": str(paths.root),
+        "load_models": f"{MODEL_NAME}={MODEL_NAME}",
+        "default_service_handler": HANDLER,
+        "default_workers_per_model": str(settings.workers),
+        "default_response_timeout_seconds": str(
+            settings.startup_timeout_seconds + settings.timeout_seconds
+        ),
+        "max_request_size": str(settings.max_payload_bytes * MMS_LIMIT_FACTOR),
+        "max_response_size": str(settings.max_payload_bytes + RESPONSE_SLACK_BYTES),
+        "number_of_gpu": str(settings.gpu_count),
+        "decode_input_request": "false",
+        "enable_envvars_config": "false",
+        "async_logging": "true",
+    }
+    return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def log_config(level: int) -> str:
+    """log4j2 config: MMS and worker output to stdout at the level asked for.
+
+    The access log, the metrics, the per-batch "Backend response time" and the per-call
+    plugin lines (every /ping) show at DEBUG only: at INFO they are lines per request.
+    """
+    java_level = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn"}.get(
+        level, "error" if level > logging.WARNING else "debug"
+    )
+    debug = level <= logging.DEBUG
+    chatty = "info" if debug else "off"
+    batches = "info" if debug else "warn"
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Configuration>
+  <Appenders>
+    <Console name="STDOUT" target="SYSTEM_OUT">
+      <PatternLayout pattern="%d{{ISO8601}} [%-5p] %t %c{{1}} - %m%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Logger name="ACCESS_LOG" level="{chatty}"/>
+    <Logger name="MMS_METRICS" level="{chatty}"/>
+    <Logger name="MODEL_METRICS" level="{chatty}"/>
+    <Logger name="com.amazonaws.ml.mms.wlm.WorkerThread" level="{batches}"/>
+    <Logger name="com.amazonaws.ml.mms.http.HttpRequestHandler" level="{batches}"/>
+    <Logger name="io.netty" level="error"/>
+    <Logger name="org.apache" level="off"/>
+    <Root level="{java_level}"><AppenderRef ref="STDOUT"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+def java_command(settings: Settings, paths: RunPaths) -> list[str]:
+    """The MMS frontend's command line, as mms.model_server would build it, minus its pid file,
+    with our worker program in place of MMS's."""
+    import mms
+
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else "java"
+    # The plugin jar comes first: its ModelResponseDecoder replaces MMS's (see its comment).
+    class_path = f"{PLUGIN_JAR}:{Path(mms.__file__).resolve().parent / 'frontend' / '*'}"
+    return [
+        java,
+        *settings.vmargs.split(),
+        f"-Dmodel_server_home={MMS_HOME}",
+        f"-Dlog4j.configurationFile=file://{paths.log_config}",
+        f"-Djava.io.tmpdir={paths.root}",
+        f"-Djava.library.path={NATIVE_DIR}",
+        "-cp",
+        class_path,
+        "com.amazonaws.ml.mms.ModelServer",
+        "--python",
+        sys.executable,
+        "-f",
+        str(paths.config),
+    ]
+
+
+def batching_query(settings: Settings) -> str:
+    """The plugin call that sets batching on the model MMS loaded at start."""
+    return (
+        f"/serving?batch_size={settings.batch_size}&max_batch_delay={settings.max_batch_delay_ms}"
+    )
+
+
+def worker_environment(settings: Settings, paths: RunPaths) -> dict[str, str]:
+    """The environment of MMS and so of its workers: the settings as this process resolved
+    them, where the prestarted backend waits, and thread pools no larger than torch's."""
+    threads = str(settings.torch_threads)
+    return {
+        **os.environ,
+        **settings.to_env(),
+        Env.BACKEND_HANDOVER: str(paths.backend_handover),
+        Env.OMP_NUM_THREADS: os.environ.get(Env.OMP_NUM_THREADS, threads),
+        Env.MKL_NUM_THREADS: os.environ.get(Env.MKL_NUM_THREADS, threads),
+        "PYTHONUNBUFFERED": "1",
+    }

@@ -1,0 +1,304 @@
+"""The serving process: starts MMS, loads the model, stays honest about readiness, stops clean.
+
+1. Checks what it can before starting anything (model directory, Java, the /ping plugin) and
+   installs ``code/requirements.txt`` if there is one, as SageMaker's toolkits do.
+2. Writes MMS's configuration into a new private run directory, starts the model's backend
+   (backend/: it imports torch while the JVM starts, and MMS adopts it) and the MMS
+   frontend, each in its own process group, so that every process of the server can be found
+   and stopped.
+3. Sets the batch size and delay through the plugin's endpoint on the management API (a Unix
+   socket in the run directory) and waits until a worker has loaded the model. If the model
+   cannot load, a worker writes the reason to the run directory, and this process stops the
+   server and exits 1 with that reason, instead of MMS retrying the worker forever.
+4. On SIGTERM or SIGINT: /ping turns 503, requests in flight finish (up to
+   SERVING_DRAIN_SECONDS), then MMS and its workers are stopped, the run directory is
+   removed, and the exit code is 0. MMS alone would drop requests in flight and orphan its
+   workers; this process is their subreaper on Linux, so none outlives it.
+
+MMS's own launcher (mms.model_server) is not used: it writes a pid file to the shared temp
+directory and refuses to start a second server on the machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sagemaker_torch_serving import run_dir
+from sagemaker_torch_serving.run_dir import MAX_SOCKET_PATH, RunPaths
+from sagemaker_torch_serving.server import mms_config, model_source
+from sagemaker_torch_serving.server.management import ManagementClient, ManagementError
+from sagemaker_torch_serving.settings import Env, Settings, SettingsError
+
+logger = logging.getLogger("sagemaker_torch_serving.server")
+
+POLL_SECONDS = 0.05
+STOP_GRACE_SECONDS = 5.0
+IDLE_TO_DRAIN_SECONDS = 0.2
+BACKEND_START_SECONDS = 10.0  # after that, MMS starts a backend of its own (backend.py)
+
+
+class ServerError(Exception):
+    """The server cannot start or go on; the message is the one line a person reads."""
+
+
+def main() -> int:
+    """Serve until SIGTERM or SIGINT; the exit code is 0 then, 1 on failure, 2 on bad settings."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"serving: invalid setting: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=settings.log_level,
+        format="%(asctime)s [%(levelname)s] serving: %(message)s",
+    )
+    return Server(settings).run()
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop_requested = threading.Event()
+        self.process: subprocess.Popen[bytes] | None = None  # MMS's frontend
+        self.backend: subprocess.Popen[bytes] | None = None
+        self.management: ManagementClient
+
+    def run(self) -> int:
+        started = time.monotonic()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        _become_subreaper()
+        paths = RunPaths(Path(tempfile.mkdtemp(prefix="sagemaker-serving-")))
+        self.settings = dataclasses.replace(self.settings, run_dir=paths.root)
+        try:
+            _check_socket_paths(paths)
+            self._find_model(paths)
+            self._check_prerequisites()
+            _install_requirements(self.settings.code_dir / "requirements.txt")
+            mms_config.write_run_dir(self.settings, paths)
+            self._start_backend(paths)
+            self._start_mms(paths)
+            self._load_model(paths)
+            if self.stop_requested.is_set():
+                return 0
+            logger.info(
+                "ready in %.2f s: http://%s:%d (workers=%d, batch size=%d, max delay=%d ms)",
+                time.monotonic() - started,
+                self.settings.host,
+                self.settings.port,
+                self.settings.workers,
+                self.settings.batch_size,
+                self.settings.max_batch_delay_ms,
+            )
+            self._serve(paths)
+            return 0
+        except (ServerError, ManagementError) as error:
+            logger.error("%s", error)
+            return 1
+        finally:
+            self._stop_processes()
+            shutil.rmtree(paths.root, ignore_errors=True)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        logger.info("%s received: stopping", signal.Signals(signum).name)
+        self.stop_requested.set()
+
+    def _find_model(self, paths: RunPaths) -> None:
+        try:
+            archive = model_source.archive_to_unpack(self.settings)
+            if archive is not None:
+                destination = paths.root / "unpacked-model"
+                self.settings = model_source.unpack_model(self.settings, archive, destination)
+        except model_source.ModelSourceError as error:
+            raise ServerError(str(error)) from error
+
+    def _check_prerequisites(self) -> None:
+        if not self.settings.model_dir.is_dir():
+            raise ServerError(
+                f"model directory {self.settings.model_dir} does not exist: mount the model "
+                f"there or set {Env.MODEL_DIR}"
+            )
+        java = mms_config.java_command(self.settings, RunPaths(Path()))[0]
+        if shutil.which(java) is None:
+            raise ServerError(f"Java, which MMS needs, was not found ({java}); install Java 17")
+        if not mms_config.PLUGIN_JAR.is_file():
+            raise ServerError(
+                f"{mms_config.PLUGIN_JAR} is missing: build it with scripts/build_plugin.sh"
+            )
+
+    def _start_backend(self, paths: RunPaths) -> None:
+        """Start the model's backend and wait until it takes handovers (it says so within
+        ~0.1 s, then imports torch while MMS starts)."""
+        command = [sys.executable, "-m", "sagemaker_torch_serving.backend", "--handover"]
+        self.backend = subprocess.Popen(
+            [*command, str(paths.backend_handover)],
+            cwd=paths.root,
+            env=mms_config.worker_environment(self.settings, paths),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + BACKEND_START_SECONDS
+        while not paths.backend_handover.exists() and time.monotonic() < deadline:
+            self._check_backend_alive()
+            time.sleep(POLL_SECONDS / 10)
+
+    def _start_mms(self, paths: RunPaths) -> None:
+        self.management = ManagementClient(paths.management_socket)
+        command = mms_config.java_command(self.settings, paths)
+        logger.debug("starting MMS: %s", " ".join(command))
+        self.process = subprocess.Popen(
+            command,
+            cwd=paths.root,
+            env=mms_config.worker_environment(self.settings, paths),
+            start_new_session=True,
+        )
+
+    def _load_model(self, paths: RunPaths) -> None:
+        """Set batching, then wait until a worker has loaded the model (or fails to, or a stop)."""
+        deadline = time.monotonic() + self.settings.startup_timeout_seconds
+        batching_set = False
+        while not self.stop_requested.is_set():
+            self._check_alive_while_loading(paths, deadline)
+            state = self.management.state()
+            if state is not None and not batching_set:
+                self.management.put(mms_config.batching_query(self.settings))
+                batching_set = True
+            elif state is not None and state["loaded_workers"] > 0:
+                return
+            time.sleep(POLL_SECONDS)
+
+    def _check_alive_while_loading(self, paths: RunPaths, deadline: float) -> None:
+        if paths.load_failure.exists():
+            reason = paths.load_failure.read_text().strip()
+            raise ServerError(f"the model failed to load: {reason}")
+        self._check_mms_alive()
+        self._check_backend_alive()
+        if time.monotonic() > deadline:
+            raise ServerError(
+                f"the model did not load within {Env.STARTUP_TIMEOUT}="
+                f"{self.settings.startup_timeout_seconds} s"
+            )
+
+    def _check_mms_alive(self) -> None:
+        assert self.process is not None
+        code = self.process.poll()
+        if code is not None:
+            raise ServerError(f"MMS exited with code {code}; its log above says why")
+
+    def _check_backend_alive(self) -> None:
+        assert self.backend is not None
+        code = self.backend.poll()
+        if code is not None:
+            raise ServerError(
+                f"the model's backend exited with code {code}; its log above says why"
+            )
+
+    def _serve(self, paths: RunPaths) -> None:
+        while not self.stop_requested.wait(POLL_SECONDS * 4):
+            self._check_mms_alive()
+        self._drain(paths)
+
+    def _drain(self, paths: RunPaths) -> None:
+        """Turn /ping to 503 and wait until no worker has had work for a moment."""
+        self.management.put("/serving?draining=true")
+        deadline = time.monotonic() + self.settings.drain_seconds
+        idle_since: float | None = None
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if run_dir.any_busy(paths.activity):
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            elif now - idle_since >= IDLE_TO_DRAIN_SECONDS:
+                logger.info("drained: no request in flight")
+                return
+            time.sleep(POLL_SECONDS / 5)
+        logger.warning("requests still in flight after SERVING_DRAIN_SECONDS; stopping anyway")
+
+    def _stop_processes(self) -> None:
+        """Stop MMS, then whatever is left of its process group and the backend's (workers)."""
+        for process in (self.process, self.backend):
+            if process is not None:
+                _stop_group(process)
+        _reap_children()
+        logger.info("stopped")
+
+
+def _check_socket_paths(paths: RunPaths) -> None:
+    longest = len(str(paths.backend_handover).encode())
+    if longest > MAX_SOCKET_PATH:
+        raise ServerError(
+            f"the run directory {paths.root} is too deep for Unix sockets ({longest} bytes of "
+            f"path, at most {MAX_SOCKET_PATH}): set TMPDIR to a shorter folder, such as /tmp"
+        )
+
+
+def _install_requirements(path: Path) -> None:
+    if not path.is_file():
+        return
+    logger.info("installing %s", path)
+    command = [sys.executable, "-m", "pip", "install", "--no-input", "-r", str(path)]
+    if subprocess.run(command, check=False).returncode != 0:
+        raise ServerError(f"pip could not install {path}; its output above says why")
+
+
+def _become_subreaper() -> None:
+    """Adopt orphaned descendants (MMS's workers), so that they can be found, stopped, reaped."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+
+def _stop_group(leader: subprocess.Popen[bytes]) -> None:
+    """Stop a process that leads its own group (start_new_session), then the rest of the group."""
+    group = leader.pid
+    if leader.poll() is None:
+        leader.terminate()
+        try:
+            leader.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            leader.kill()
+            leader.wait()
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if not _signal_group(group, signum):
+            break
+        deadline = time.monotonic() + STOP_GRACE_SECONDS / 2
+        while time.monotonic() < deadline and _group_alive(group):
+            _reap_children()
+            time.sleep(POLL_SECONDS)
+
+
+def _signal_group(group: int, signum: int) -> bool:
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_alive(group: int) -> bool:
+    return _signal_group(group, 0)
+
+
+def _reap_children() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

@@ -1,0 +1,125 @@
+"""Fixtures that start the real server (MMS and its Java frontend) as a process on 127.0.0.1;
+each is stopped at the end of its test, also when the test fails."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.conftest import REPO
+from tests.ports import free_port
+
+PLUGIN_JAR = REPO / "sagemaker_torch_serving" / "java" / "serving-plugin.jar"
+
+
+class ServerProcess:
+    """``python -m sagemaker_torch_serving`` with its own port, environment and log file."""
+
+    def __init__(self, log_path: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "SAGEMAKER_BIND_TO_PORT": str(self.port),
+            "SERVING_HOST": "127.0.0.1",
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+            **env,
+        }
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sagemaker_torch_serving"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.started = time.monotonic()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def ping(self) -> int | None:
+        try:
+            return requests.get(f"{self.url}/ping", timeout=2).status_code
+        except requests.ConnectionError:
+            return None
+
+    def wait_ready(self, timeout: float = 90.0) -> float:
+        """Seconds from start until /ping said 200; fails with the log if it never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ping() == 200:
+                return time.monotonic() - self.started
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+        pytest.fail(f"server not ready after {timeout} s:\n{self.log()[-4000:]}")
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def workers(self) -> set[int]:
+        """The pids of the worker processes: those the model's backend forked."""
+        parents = {}
+        for process in self.descendants():
+            try:
+                parents[process.pid] = (process.ppid(), process.cmdline())
+            except psutil.NoSuchProcess:  # e.g. MMS's short-lived metrics collector
+                continue
+        backends = {
+            pid
+            for pid, (_, command) in parents.items()
+            if "sagemaker_torch_serving.backend" in command
+        }
+        return {pid for pid, (parent, _) in parents.items() if parent in backends}
+
+    def terminate(self, timeout: float = 40.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        """At teardown: SIGTERM (the server cleans up after itself), then kill what is left."""
+        try:
+            self.terminate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        for child in self.descendants():
+            child.kill()
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def plugin_jar() -> Path:
+    if not PLUGIN_JAR.exists():
+        subprocess.run([str(REPO / "scripts" / "build_plugin.sh"), sys.executable], check=True)
+    return PLUGIN_JAR
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, plugin_jar: Path) -> Iterator:
+    """Start servers with extra environment; all are stopped at the end of the test."""
+    servers: list[ServerProcess] = []
+
+    def start(**env: str) -> ServerProcess:
+        server = ServerProcess(tmp_path / f"server-{len(servers)}.log", env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

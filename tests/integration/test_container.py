@@ -1,0 +1,307 @@
+"""The real image, built with scripts/build.py and run with Docker on 127.0.0.1 (--network host).
+
+The image is the CPU variant on a Debian bookworm base made with debootstrap (no registry can
+be reached here), with torch from the machine's wheelhouse. SERVING_TEST_IMAGE names a prebuilt
+image to use instead. Without a Docker engine the module is skipped, except in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from sagemaker_torch_serving.archive import pack
+from tests.conftest import REPO, free_port
+
+docker = pytest.importorskip("docker")
+
+
+BASE_IMAGE = "local/bookworm:base"
+TEST_IMAGE = "sagemaker-torch-serving:test"
+
+
+@pytest.fixture(scope="module")
+def client():
+    try:
+        engine = docker.from_env()
+        engine.ping()
+    except docker.errors.DockerException as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs a Docker engine: {error}")
+        pytest.skip(f"no Docker engine: {error}")
+    return engine
+
+
+@pytest.fixture(scope="module")
+def image(client) -> str:
+    """The image under test, built from this checkout (cached layers make a rebuild quick)."""
+    if os.environ.get("SERVING_TEST_IMAGE"):
+        return os.environ["SERVING_TEST_IMAGE"]
+    subprocess.run([str(REPO / "scripts" / "make_base_image.sh"), BASE_IMAGE], check=True)
+    command = [sys.executable, str(REPO / "scripts" / "build.py"), "--tag", TEST_IMAGE]
+    command += ["--device", "cpu", "--base-image", BASE_IMAGE]
+    # A folder with the CPU torch wheel (pip's find-links here) spares the PyTorch index.
+    wheelhouse = Path(os.environ.get("PIP_FIND_LINKS", "/opt/wheels"))
+    if list(wheelhouse.glob("torch-*+cpu-*.whl")):
+        command += ["--wheelhouse", str(wheelhouse)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    return TEST_IMAGE
+
+
+class Container:
+    def __init__(self, client, image: str, env: dict[str, str] | None = None, **options) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {"SAGEMAKER_BIND_TO_PORT": str(self.port), **(env or {})}
+        self.container = client.containers.run(
+            image,
+            ["serve"],
+            detach=True,
+            network_mode="host",
+            environment=environment,
+            **options,
+        )
+
+    def logs(self) -> str:
+        return self.container.logs().decode(errors="replace")
+
+    def wait_ready(self) -> None:
+        wait_ready(self.url, self.exited, self.logs)
+
+    def exited(self) -> bool:
+        self.container.reload()
+        return self.container.status == "exited"
+
+    def invoke(self, body: bytes, content_type: str) -> requests.Response:
+        headers = {"Content-Type": content_type}
+        return requests.post(f"{self.url}/invocations", data=body, headers=headers, timeout=30)
+
+    def remove(self) -> None:
+        try:
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def wait_ready(url: str, exited: Callable[[], bool], log: Callable[[], str]) -> None:
+    """Wait until url's /ping says 200; fail with the log if the server exits or never does."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if exited():
+            pytest.fail(f"the server exited:\n{log()[-4000:]}")
+        time.sleep(0.1)
+    pytest.fail(f"not ready after 120 s:\n{log()[-4000:]}")
+
+
+@pytest.fixture
+def run(client, image) -> Iterator:
+    started: list[Container] = []
+
+    def start(**options) -> Container:
+        container = Container(client, image, **options)
+        started.append(container)
+        return container
+
+    yield start
+    for container in started:
+        container.remove()
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def accuracy(container: Container, heldout, count: int | None = None) -> float:
+    images, labels = heldout["images"][:count], heldout["labels"][:count]
+    predicted = []
+    for digit in images:
+        response = container.invoke(png(digit), "image/png")
+        assert response.status_code == 200, response.text
+        predicted.append(response.json()["predicted_class"])
+    return float(np.mean(np.array(predicted) == labels))
+
+
+def mount(source: Path, target: str) -> dict:
+    return {str(source): {"bind": target, "mode": "ro"}}
+
+
+def test_directory_model_as_root(run, digits):
+    """/opt/ml/model as SageMaker mounts it; the image's baked code/inference.py serves it."""
+    heldout = np.load(digits / "heldout.npz")
+    trained = json.loads((digits / "metrics.json").read_text())["heldout_accuracy"]
+    container = run(volumes=mount(digits / "model", "/opt/ml/model"))
+    container.wait_ready()
+    served = accuracy(container, heldout)
+    print(f"\ncontainer: accuracy over HTTP {served:.4f}, training measured {trained:.4f}")
+    assert served == pytest.approx(trained, abs=1e-6)
+
+    image = __import__("base64").b64encode(png(heldout["images"][0])).decode()
+    response = container.invoke(json.dumps({"image": image}).encode(), "application/json")
+    assert response.json()["predicted_class"] == int(heldout["labels"][0])
+    assert container.invoke(b"nonsense", "text/plain").status_code == 415
+
+    began = time.monotonic()
+    container.container.stop(timeout=30)
+    stopped = time.monotonic() - began
+    container.container.reload()
+    assert container.container.attrs["State"]["ExitCode"] == 0, container.logs()
+    assert stopped < 10
+    assert "stopped" in container.logs()
+
+
+def test_model_archive_with_its_own_code_as_uid_1000_on_a_read_only_root(run, digits, tmp_path):
+    """model.tar.gz as the only file in /opt/ml/model, holding code/inference.py."""
+    archive = tmp_path / "archive" / "model.tar.gz"
+    pack(archive, digits / "model", REPO / "code")
+    heldout = np.load(digits / "heldout.npz")
+    container = run(
+        volumes=mount(archive.parent, "/opt/ml/model"),
+        user="1000:1000",
+        read_only=True,
+        tmpfs={"/tmp": "rw,size=512m"},
+        env={"SERVING_DEFAULT_CODE_DIR": "/nonexistent"},  # the archive's code must be used
+    )
+    container.wait_ready()
+    assert accuracy(container, heldout, 100) == accuracy_in_training(digits, heldout, 100)
+    assert "unpacked /opt/ml/model/model.tar.gz" in container.logs()
+
+
+def accuracy_in_training(digits: Path, heldout, count: int) -> float:
+    """What the TorchScript model itself predicts for the first ``count`` held-out images."""
+    import torch
+
+    spec = __import__("importlib.util").util.spec_from_file_location(
+        "inf", REPO / "code/inference.py"
+    )
+    inference = __import__("importlib.util").util.module_from_spec(spec)
+    spec.loader.exec_module(inference)
+    model = torch.jit.load(str(digits / "model" / "model.pt"))
+    with torch.inference_mode():
+        logits = model(inference.preprocess(heldout["images"][:count]))
+    return float((logits.argmax(1).numpy() == heldout["labels"][:count]).mean())
+
+
+def test_archive_named_by_variable(run, digits, tmp_path):
+    archive = tmp_path / "models" / "digits.tar.gz"
+    pack(archive, digits / "model", REPO / "code")
+    container = run(
+        volumes=mount(archive.parent, "/models"),
+        env={"SERVING_MODEL_ARCHIVE": "/models/digits.tar.gz"},
+    )
+    container.wait_ready()
+    heldout = np.load(digits / "heldout.npz")
+    response = container.invoke(png(heldout["images"][1]), "image/png")
+    assert response.json()["predicted_class"] == int(heldout["labels"][1])
+
+
+def test_a_broken_model_stops_the_container_with_the_reason(run, digits, tmp_path):
+    model_dir = tmp_path / "broken"
+    model_dir.mkdir()
+    (model_dir / "model.pt").write_bytes((digits / "model" / "model.pt").read_bytes())
+    (model_dir / "other.pt").write_bytes((digits / "model" / "model.pt").read_bytes())
+    container = run(volumes=mount(model_dir, "/opt/ml/model"))
+    result = container.container.wait(timeout=120)
+    assert result["StatusCode"] == 1
+    assert "the model failed to load: ModelLoadError" in container.logs()
+    assert "found model.pt, other.pt" in container.logs()
+
+
+def test_other_commands_run_in_place_of_the_server(client, image):
+    output = client.containers.run(
+        image, ["python", "-c", "import torch; print(torch.__version__)"], remove=True
+    )
+    assert output.decode().strip().startswith("2.13.0")
+    labels = client.images.get(image).labels
+    assert labels.get("com.amazonaws.sagemaker.capabilities.accept-bind-to-port") == "true"
+    assert "com.amazonaws.sagemaker.capabilities.multi-models" not in labels
+
+
+def run_local(*args: str, **popen) -> subprocess.Popen:
+    """scripts/run_local.py, what `make run` runs."""
+    command = [sys.executable, str(REPO / "scripts" / "run_local.py"), *args]
+    return subprocess.Popen(command, text=True, **popen)
+
+
+def serving_containers(client) -> list:
+    return [c for c in client.containers.list(all=True) if c.name.startswith("sagemaker-serving-")]
+
+
+def test_make_run_serves_the_model_until_ctrl_c(client, image, digits, tmp_path):
+    """`make run MODEL=... NETWORK=host` then `make invoke`, as a user runs them."""
+    port = free_port()
+    log = tmp_path / "run.log"
+    with log.open("w") as output:
+        process = run_local(
+            "--image", image, "--model", str(digits / "model"), "--port", str(port),
+            "--network", "host", stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, lambda: process.poll() is not None, log.read_text)
+        digit = tmp_path / "digit.png"
+        heldout = np.load(digits / "heldout.npz")
+        digit.write_bytes(png(heldout["images"][0]))
+        invoke = [sys.executable, str(REPO / "scripts" / "invoke.py"), "--file", str(digit)]
+        invoke += ["--url", url]
+        answer = subprocess.run(invoke, capture_output=True, text=True, timeout=30)
+        assert answer.returncode == 0, answer.stderr
+        status, body = answer.stdout.split("\n", 1)
+        assert status == "200 application/json"
+        assert json.loads(body)["predicted_class"] == int(heldout["labels"][0])
+    finally:
+        process.send_signal(__import__("signal").SIGINT)  # Ctrl-C
+        code = process.wait(60)
+    assert code == 0, log.read_text()
+    assert "exited with code 0" in log.read_text()
+    assert not serving_containers(client)
+
+
+RUN_FAILURES = {
+    # case: (what differs from a good `make run`, what stderr says)
+    "gpu": (
+        {"--gpu": None},
+        "--gpu needs the NVIDIA Container Toolkit, which this Docker host lacks",
+    ),
+    "missing-model": ({"--model": "/nonexistent"}, "model not found: /nonexistent"),
+    "missing-image": (
+        {"--image": "sagemaker-torch-serving:missing"},
+        "image sagemaker-torch-serving:missing not found: build it with `make build`",
+    ),
+    "no-docker": ({"DOCKER_HOST": "unix:///nonexistent.sock"}, "cannot reach the Docker daemon"),
+}
+
+
+@pytest.mark.parametrize("case", RUN_FAILURES)
+def test_make_run_fails_in_one_clear_line(client, image, digits, case):
+    if case == "gpu" and "nvidia" in client.info().get("Runtimes", {}):
+        pytest.skip("this Docker host has the NVIDIA runtime")
+    changes, expected = RUN_FAILURES[case]
+    options = {"--image": image, "--model": str(digits / "model"), "--network": "host"}
+    options.update((key, value) for key, value in changes.items() if key.startswith("--"))
+    args = [part for key, value in options.items() for part in (key, value) if part is not None]
+    env = {**os.environ, **{key: value for key, value in changes.items() if key.isupper()}}
+    process = run_local(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert stderr.startswith(f"run_local: {expected}"), stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert not serving_containers(client)  # a failed start leaves no container behind

@@ -1,0 +1,167 @@
+"""The request pipeline in-process: contract, defaults, batching and error answers."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import torch
+
+from sagemaker_torch_serving.handler.context import CUSTOM_ATTRIBUTES, ServingContext
+from sagemaker_torch_serving.handler.contract import Contract, load_contract
+from sagemaker_torch_serving.handler.pipeline import Pipeline, Request
+from sagemaker_torch_serving.settings import Settings
+from tests.conftest import Scale
+
+
+def make_pipeline(tmp_path: Path, source: str | None = None, **env: str) -> Pipeline:
+    contract = Contract()
+    if source is not None:
+        module = tmp_path / "inference.py"
+        module.write_text(textwrap.dedent(source))
+        contract = load_contract(module, required=True)
+    settings = Settings.from_env({"SERVING_MODEL_DIR": str(tmp_path), **env})
+    return Pipeline(settings, contract, torch.jit.script(Scale()), {"gpu_id": None})
+
+
+def request(body: bytes, content_type: str | None = "application/json", **headers: str):
+    lowered = {name.lower(): value for name, value in headers.items()}
+    return Request(
+        request_id=f"id-{body[:8]!r}",
+        body=body,
+        content_type=content_type,
+        accept=lowered.get("accept"),
+        context=ServingContext({}, "id", lowered),
+    )
+
+
+def test_requests_of_one_shape_share_a_forward_pass_and_bad_ones_fail_alone(tmp_path):
+    pipeline = make_pipeline(tmp_path)
+    answers = pipeline.run(
+        [
+            request(b"[[1, 2]]"),
+            request(b"[[3, 4], [5, 6]]"),
+            request(b"[[1, 2], [3]]"),  # ragged: cannot decode
+            request(b"[7, 8]"),  # 1-D: decodes, does not fit the model
+            request(b"[[9, 10]]", Accept="text/csv"),
+        ]
+    )
+    assert [answer.status for answer in answers] == [200, 200, 400, 400, 200]
+    assert json.loads(answers[0].body) == [[2.0, 4.0, 4.0]]  # 4 rows in the forward pass
+    assert json.loads(answers[1].body) == [[6.0, 8.0, 4.0], [10.0, 12.0, 4.0]]
+    assert answers[4].body == b"18,20,4\n"
+    assert answers[4].content_type == "text/csv"
+    assert "does not fit the model" in json.loads(answers[3].body)["message"]
+
+
+def test_a_failed_shared_pass_is_retried_request_by_request(tmp_path):
+    pipeline = make_pipeline(tmp_path)
+
+    def picky(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 1:
+            raise RuntimeError("this model takes one row at a time")
+        return x + 1
+
+    pipeline.predictor.model = picky
+    answers = pipeline.run([request(b"[[1]]"), request(b"[[2]]")])
+    assert [json.loads(answer.body) for answer in answers] == [[[2.0]], [[3.0]]]
+
+
+def test_user_functions_with_context_and_custom_attributes(tmp_path):
+    pipeline = make_pipeline(
+        tmp_path,
+        """
+        def input_fn(body, content_type, context):
+            assert content_type == "application/json"
+            return [float(x) for x in body.decode().split()]
+
+        def predict_fn(data, model):
+            return {"sum": sum(data)}
+
+        def output_fn(prediction, accept, context):
+            context.set_custom_attributes("got=" + str(context.custom_attributes))
+            return prediction
+        """,
+    )
+    answer = pipeline.run(
+        [request(b"1 2 3", "application/json; charset=utf-8", **{CUSTOM_ATTRIBUTES: "a=1"})]
+    )[0]
+    assert answer.status == 200
+    assert json.loads(answer.body) == {"sum": 6.0}
+    assert answer.content_type == "application/json"
+    assert answer.headers[CUSTOM_ATTRIBUTES] == "got=a=1"
+
+
+def test_transform_fn_answers_with_the_type_it_returns(tmp_path):
+    pipeline = make_pipeline(
+        tmp_path,
+        """
+        def transform_fn(model, body, content_type, accept):
+            return body.upper(), "text/plain"
+        """,
+    )
+    answer = pipeline.run([request(b"abc", "text/plain")])[0]
+    assert (answer.status, answer.body, answer.content_type) == (200, b"ABC", "text/plain")
+
+
+def test_errors_map_to_statuses_a_client_can_act_on(tmp_path):
+    pipeline = make_pipeline(
+        tmp_path,
+        """
+        class TooManyRequests(Exception):
+            status_code = 429
+
+        def predict_fn(data, model):
+            value = float(data.sum())
+            if value == 1:
+                raise TooManyRequests("slow down")
+            if value == 2:
+                raise MemoryError()
+            if value == 3:
+                raise KeyError("bug")
+            return model(data)
+        """,
+        SAGEMAKER_MAX_PAYLOAD_IN_MB="1",
+    )
+    answers = pipeline.run(
+        [
+            request(b"[[1]]"),
+            request(b"[[2]]"),
+            request(b"[[3]]"),
+            request(b"[[4]]", Accept="image/png"),
+            request(b"x", "text/plain"),
+            request(b" " * (1024 * 1024 + 1)),
+        ]
+    )
+    assert [answer.status for answer in answers] == [429, 507, 500, 406, 415, 413]
+    for answer in answers:
+        body = json.loads(answer.body)
+        assert body["code"] == answer.status
+        assert body["request_id"]
+        assert answer.content_type == "application/json"
+    assert json.loads(answers[0].body)["message"] == "slow down"
+    assert "bug" not in json.loads(answers[2].body)["message"]
+
+
+def test_an_answer_over_the_payload_limit_is_an_error(tmp_path):
+    pipeline = make_pipeline(
+        tmp_path,
+        """
+        def output_fn(prediction, accept):
+            return b"x" * (1024 * 1024 + 1)
+        """,
+        SAGEMAKER_MAX_PAYLOAD_IN_MB="1",
+    )
+    answer = pipeline.run([request(b"[[1]]")])[0]
+    assert answer.status == 500
+    assert "over the 1048576-byte limit" in json.loads(answer.body)["message"]
+
+
+def test_warm_up_runs_the_model_once(tmp_path):
+    pipeline = make_pipeline(tmp_path, SERVING_WARMUP_SHAPE="2,3")
+    calls = []
+    model = pipeline.predictor.model
+    pipeline.predictor.model = lambda x: calls.append(tuple(x.shape)) or model(x)
+    pipeline.warm_up()
+    assert calls == [(2, 3)]
