@@ -62,7 +62,11 @@ test-container: venv plugin
 	$(PY) -m pytest tests/integration/test_container.py tests/integration/test_push.py
 
 lint: venv
-	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(VENV)/bin/hadolint Dockerfile
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint Dockerfile
 
 build: venv
 	$(PY) scripts/build.py --tag $(IMAGE) --device $(DEVICE) \

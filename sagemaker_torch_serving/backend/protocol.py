@@ -53,10 +53,15 @@ class WireRequest:
 
 
 class Answer(Protocol):
-    status: int
-    body: bytes
-    content_type: str
-    headers: Mapping[str, str]
+    # Read-only members: pipeline.Answer (its headers a dict) would not fit settable ones.
+    @property
+    def status(self) -> int: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
 
 class FrameReader:
@@ -106,7 +111,8 @@ class FrameReader:
         return requests
 
     def _int(self) -> int:
-        return _INT.unpack(self._exactly(4))[0]
+        value: int = _INT.unpack(self._exactly(4))[0]
+        return value
 
     def _bytes(self) -> bytes:
         return self._exactly(self._int())

@@ -68,7 +68,8 @@ def load_model(
     elif path.suffix == ".pt2":
         model = _load_exported(path, device)
     elif _is_torchscript(path):
-        model = torch.jit.load(str(path), map_location=device).eval()
+        # torch.jit.load has no annotations (an untyped call in strict mode)
+        model = torch.jit.load(str(path), map_location=device).eval()  # type: ignore[no-untyped-call]
     else:
         model = _load_pickled(path, device, trust_pickled).eval()
     if half:
@@ -98,8 +99,8 @@ def _first_tensor(model: Any) -> torch.Tensor | None:
     if isinstance(model, torch.nn.Module):
         for tensor in model.parameters():
             return tensor
-        for tensor in model.buffers():
-            return tensor
+        for buffer in model.buffers():
+            return buffer
     return None
 
 

@@ -98,8 +98,8 @@ def _split_rows(output: Any, sizes: list[int]) -> list[Any]:
         columns = [_split_rows(item, sizes) for item in output]
         return [type(output)(row) for row in zip(*columns, strict=True)]
     if isinstance(output, dict):
-        columns = {key: _split_rows(item, sizes) for key, item in output.items()}
-        return [{key: columns[key][i] for key in columns} for i in range(len(sizes))]
+        columns_by_key = {key: _split_rows(item, sizes) for key, item in output.items()}
+        return [{key: columns_by_key[key][i] for key in columns_by_key} for i in range(len(sizes))]
     raise ValueError(f"cannot split a {type(output).__name__} by rows")
 
 

@@ -45,7 +45,8 @@ class ManagementClient:
             raise ManagementError(
                 f"MMS answered {method} {target} with {response.status}: {body!r}"
             )
-        return json.loads(body)
+        answer: dict[str, Any] = json.loads(body)  # MMS answers with a JSON object
+        return answer
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
