@@ -1,21 +1,12 @@
 """MMS's backend process for the model, ours: it listens where MMS says and forks a worker
 (worker.py) for each connection MMS opens, one per worker.
 
-MMS's frontend runs ``<python> <model_server_home>/mms/model_service_worker.py ARGS`` for the
-model (server/mms_config.py points model_server_home at ``mms_home/`` beside this file, whose
-program calls ``main``). Two things make ours start faster than MMS's own program:
-- the backend imports torch and the runtime once, before it forks, instead of every worker
-  importing them after the fork: N workers start about as fast as one, and share those pages;
-- the serving process starts a backend before it starts MMS (``python -m
-  sagemaker_torch_serving.backend --handover SOCKET``), so that importing torch (seconds)
-  overlaps the JVM's start instead of following it. When MMS then runs its program, the
-  program hands MMS's request over: it sends its arguments, environment, working directory
-  and import path to the waiting backend, which takes them on as its own, prints what MMS
-  waits for, and stays until the backend ends. Without a waiting backend (run outside the
-  serving process, or MMS restarting a backend that died), the program is the backend itself.
-
-Nothing imported before a fork starts a thread pool or CUDA, which the fork would break; the
-user's module, which may do either, is imported by each worker after the fork.
+It imports torch and the handler path once, before it forks, so N workers start about as fast
+as one and share those pages; and the serving process starts it ahead of MMS, so that the
+import overlaps the JVM's start: MMS's program (mms_home/) then hands its request over to it
+(``prestart``), or, with no backend waiting, becomes the backend itself (``main``).
+docs/architecture.md tells the whole story. Nothing imported before a fork starts a thread
+pool or CUDA, which the fork would break; the user's module is imported after the fork.
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
 """MMS's configuration and command line, written into the server's private run directory.
 
-Faults of the stock setup (sagemaker-inference's model_server.py) fixed here:
-- the config went to /etc and sockets to shared /tmp names: here all of it is in the run dir
-  (``-Djava.io.tmpdir`` moves the worker sockets there);
-- the management API listened on 0.0.0.0 on the inference port: here it is a Unix socket in
-  the run directory, which only this server uses;
-- ``default_response_timeout`` is in minutes: here ``default_response_timeout_seconds``;
-- that limit also cut loading the model short (a model that took longer than
-  SAGEMAKER_MODEL_SERVER_TIMEOUT to load never loaded): MMS's limit is now the startup timeout
-  plus the batch timeout, and the worker keeps the limit per batch itself (backend/worker.py);
-- ``-XX:-UseContainerSupport`` made the JVM ignore the container's memory limit: dropped;
-- MMS's own /ping said 200 without a loaded model: a plugin replaces it (java/);
-- a model loaded at start (the only kind /invocations serves) always had batch size 1: the
-  plugin's management endpoint sets batch size and delay (java/ServingControl.java);
-- MMS's Python worker (one import of torch per worker, a system call per field of a request,
-  a send() that may cut an answer, the one-class rule for handler modules): MMS runs ours
-  instead (backend/), found under model_server_home, which points at backend/mms_home/;
-  there MMS's host metrics collector, a new Python process every minute, does nothing;
-- MMS's decoder of the workers' answers failed on a frame split inside its response headers:
-  the plugin jar replaces it (java/ModelResponseDecoder.java), so it comes first on the class
-  path.
+Everything MMS reads or writes is in the run directory (config, log config, sockets, the model
+link); the management API is a Unix socket there; timeouts are in seconds; the JVM respects the
+container's memory; model_server_home points at backend/mms_home/, so MMS runs our backend, and
+the plugin jar comes first on the class path. docs/architecture.md lists the stock setup's
+faults that this fixes.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
 """The serving process: starts MMS, loads the model, stays honest about readiness, stops clean.
 
-1. Checks what it can before starting anything (model directory, Java, the /ping plugin) and
-   installs ``code/requirements.txt`` if there is one, as SageMaker's toolkits do.
-2. Writes MMS's configuration into a new private run directory, starts the model's backend
-   (backend/: it imports torch while the JVM starts, and MMS adopts it) and the MMS
-   frontend, each in its own process group, so that every process of the server can be found
-   and stopped.
-3. Sets the batch size and delay through the plugin's endpoint on the management API (a Unix
-   socket in the run directory) and waits until a worker has loaded the model. If the model
-   cannot load, a worker writes the reason to the run directory, and this process stops the
-   server and exits 1 with that reason, instead of MMS retrying the worker forever.
-4. On SIGTERM or SIGINT: /ping turns 503, requests in flight finish (up to
-   SERVING_DRAIN_SECONDS), then MMS and its workers are stopped, the run directory is
-   removed, and the exit code is 0. MMS alone would drop requests in flight and orphan its
-   workers; this process is their subreaper on Linux, so none outlives it.
-
+It checks what it can before starting anything (model, Java, the plugin), installs
+``code/requirements.txt``, writes MMS's configuration into a private run directory, starts the
+backend and then MMS's frontend in process groups of their own, sets batching, and waits until
+a worker has loaded the model; a model that cannot load ends the server with the reason. On
+SIGTERM or SIGINT /ping turns 503, requests in flight finish (up to SERVING_DRAIN_SECONDS), and
+every process is stopped; as their subreaper this process outlives none of them.
 MMS's own launcher (mms.model_server) is not used: it writes a pid file to the shared temp
 directory and refuses to start a second server on the machine.
 """
