@@ -19,19 +19,11 @@ import sys
 import tarfile
 from pathlib import Path
 
-import docker
-import docker.errors
+import docker.utils
+from _common import Failure, docker_client, fail
 
+PROG = "build"
 REPO = Path(__file__).resolve().parents[1]
-# The files the Dockerfile copies (.dockerignore lists the same for a plain `docker build`).
-CONTEXT = [
-    "Dockerfile",
-    "docker/requirements.lock",
-    "code",
-    "entrypoint.py",
-    "sagemaker_torch_serving",
-    "scripts/build_plugin.sh",
-]
 DEVICES = {
     "gpu": {
         "BASE_IMAGE": "nvidia/cuda:12.8.1-runtime-ubuntu24.04",
@@ -59,7 +51,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     if args.wheelhouse is not None and not args.wheelhouse.is_dir():
-        return fail(f"--wheelhouse {args.wheelhouse} is not a folder")
+        return fail(PROG, f"--wheelhouse {args.wheelhouse} is not a folder")
     defaults = DEVICES[args.device]
     index_url = args.torch_index_url
     if index_url is None:
@@ -72,10 +64,9 @@ def main(argv: list[str]) -> int:
         "ONNXRUNTIME": args.onnxruntime,
     }
     try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        return fail(f"cannot reach the Docker daemon ({error}); is Docker running?")
+        client = docker_client()
+    except Failure as error:
+        return fail(PROG, error)
 
     print(f"building {args.tag} ({args.device}) on {build_args['BASE_IMAGE']}", flush=True)
     context = build_context(args.wheelhouse)
@@ -94,34 +85,27 @@ def main(argv: list[str]) -> int:
             sys.stdout.write(chunk["stream"])
             sys.stdout.flush()
         if "error" in chunk:
-            return fail(f"the build failed: {chunk['error'].strip()}")
+            return fail(PROG, f"the build failed: {chunk['error'].strip()}")
         image_id = chunk.get("aux", {}).get("ID", image_id)
     print(f"built {args.tag} ({image_id})")
     return 0
 
 
 def build_context(wheelhouse: Path | None) -> io.BytesIO:
-    """The build context as a tar: the files the Dockerfile copies, and the wheelhouse."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name in CONTEXT:
-            archive.add(REPO / name, arcname=name, filter=_skip_build_outputs)
-        if wheelhouse is not None:
+    """The build context as a tar: what .dockerignore lets through, as `docker build .` and the
+    Docker SDK given path= send it, with the --wheelhouse wheels as wheelhouse/ (in place of any
+    wheelhouse/ in the repository)."""
+    lines = (line.strip() for line in (REPO / ".dockerignore").read_text().splitlines())
+    exclude = [line for line in lines if line and not line.startswith("#")]
+    if wheelhouse is not None:
+        exclude.append("wheelhouse")
+    context = docker.utils.tar(str(REPO), exclude=exclude, fileobj=io.BytesIO())
+    if wheelhouse is not None:
+        with tarfile.open(fileobj=context, mode="a") as archive:
             for wheel in sorted(wheelhouse.glob("*.whl")):
                 archive.add(wheel, arcname=f"wheelhouse/{wheel.name}")
-    buffer.seek(0)
-    return buffer
-
-
-def _skip_build_outputs(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    if "__pycache__" in member.name or member.name.endswith((".jar", ".so")):
-        return None
-    return member
-
-
-def fail(message: str) -> int:
-    print(f"build: {message}", file=sys.stderr)
-    return 1
+        context.seek(0)
+    return context
 
 
 if __name__ == "__main__":

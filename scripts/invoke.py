@@ -17,6 +17,9 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+from _common import fail
+
+PROG = "invoke"
 REPO = Path(__file__).resolve().parents[1]
 HELDOUT = REPO / "build" / "heldout.npz"
 
@@ -32,12 +35,12 @@ def main(argv: list[str]) -> int:
 
     if args.file is not None:
         if not args.file.is_file():
-            return fail(f"{args.file} does not exist")
+            return fail(PROG, f"{args.file} does not exist")
         body = args.file.read_bytes()
     elif HELDOUT.is_file():
         body = sample_digit()
     else:
-        return fail(f"no --file and no {HELDOUT}: run `make model` or pass --file")
+        return fail(PROG, f"no --file and no {HELDOUT}: run `make model` or pass --file")
     headers = {"Content-Type": args.content_type, "Accept": args.accept}
     if args.custom_attributes:
         headers["X-Amzn-SageMaker-Custom-Attributes"] = args.custom_attributes
@@ -49,7 +52,7 @@ def main(argv: list[str]) -> int:
         response = connection.getresponse()
         answer = response.read()
     except OSError as error:
-        return fail(f"cannot reach {args.url}: {error}; is the server running?")
+        return fail(PROG, f"cannot reach {args.url}: {error}; is the server running?")
     finally:
         connection.close()
     print(f"{response.status} {response.getheader('Content-Type')}")
@@ -65,11 +68,6 @@ def sample_digit() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def fail(message: str) -> int:
-    print(f"invoke: {message}", file=sys.stderr)
-    return 1
 
 
 if __name__ == "__main__":

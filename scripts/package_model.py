@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from _common import fail
+
 from sagemaker_torch_serving.archive import ArchiveError, pack
 
 
@@ -20,8 +22,7 @@ def main() -> int:
     try:
         pack(args.out, args.model_dir, args.code_dir)
     except ArchiveError as error:
-        print(f"package_model: {error}", file=sys.stderr)
-        return 1
+        return fail("package_model", error)
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
     return 0
 

@@ -19,9 +19,13 @@ from pathlib import Path
 
 import docker
 import docker.errors
+from _common import Failure, docker_client, fail
 from docker.types import DeviceRequest
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+from sagemaker_torch_serving.archive import ARCHIVE_SUFFIXES
+from sagemaker_torch_serving.settings import Env
+
+PROG = "run_local"
 
 
 def main(argv: list[str]) -> int:
@@ -41,29 +45,29 @@ def main(argv: list[str]) -> int:
         volumes = {str(model): {"bind": "/opt/ml/model/model.tar.gz", "mode": "ro"}}
     else:
         return fail(
+            PROG,
             f"model not found: {args.model} (a directory or a .tar.gz; `make model` "
-            "builds the example in build/model)"
+            "builds the example in build/model)",
         )
     environment = dict(item.split("=", 1) for item in args.env if "=" in item)
     options: dict = {"volumes": volumes, "environment": environment}
     if args.network == "host":
         options["network_mode"] = "host"
-        environment["SAGEMAKER_BIND_TO_PORT"] = str(args.port)
+        environment[Env.BIND_TO_PORT] = str(args.port)
     else:
         options["ports"] = {"8080/tcp": args.port}
     if args.gpu:
         options["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
 
     try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        return fail(f"cannot reach the Docker daemon ({error}); is Docker running?")
+        client = docker_client()
+    except Failure as error:
+        return fail(PROG, error)
     try:
         # Only a local image: containers.run would otherwise try to pull it from a registry.
         client.images.get(args.image)
     except docker.errors.ImageNotFound:
-        return fail(f"image {args.image} not found: build it with `make build`")
+        return fail(PROG, f"image {args.image} not found: build it with `make build`")
     name = f"sagemaker-serving-{uuid.uuid4().hex[:8]}"
     try:
         container = client.containers.run(args.image, ["serve"], name=name, detach=True, **options)
@@ -71,10 +75,11 @@ def main(argv: list[str]) -> int:
         _remove(client, name)  # a failed start leaves a container in state Created
         if args.gpu and "device driver" in str(error):
             return fail(
+                PROG,
                 "--gpu needs the NVIDIA Container Toolkit, which this Docker host "
-                f"lacks ({error.explanation})"
+                f"lacks ({error.explanation})",
             )
-        return fail(f"docker could not start the container: {error.explanation}")
+        return fail(PROG, f"docker could not start the container: {error.explanation}")
 
     print(f"{name}: serving {args.model} on port {args.port}; Ctrl-C stops it", flush=True)
     try:
@@ -95,11 +100,6 @@ def _remove(client: docker.DockerClient, name: str) -> None:
         client.containers.get(name).remove(force=True)
     except docker.errors.NotFound:
         pass
-
-
-def fail(message: str) -> int:
-    print(f"run_local: {message}", file=sys.stderr)
-    return 1
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ DIGEST = r"sha256:[0-9a-f]{64}"
 
 
 def load_push() -> ModuleType:
+    # As `python scripts/push.py` does: scripts/ on sys.path, for the scripts' shared _common.
+    if str(PUSH_SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(PUSH_SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("push_script", PUSH_SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -318,7 +321,7 @@ def test_ecr_api_half_against_moto(moto_url: str, fake_aws: None) -> None:
     assert push.image_uri(target.registry, name, digest=digest) == f"{registry}/{name}@{digest}"
 
     # An endpoint that does not answer: one line naming the call that failed.
-    with pytest.raises(push.PushError, match=r"^STS GetCallerIdentity failed: EndpointConnection"):
+    with pytest.raises(push.PushError, match=r"^ECR \w+ failed: EndpointConnection"):
         push.ecr_target(session, name, f"http://127.0.0.1:{free_port()}")
 
 
@@ -327,7 +330,7 @@ FAILURES = {
     "no-docker": (
         ["{image}", "--registry", "127.0.0.1:{closed}"],
         {"DOCKER_HOST": "unix:///nonexistent.sock"},
-        "cannot reach the Docker engine",
+        "cannot reach the Docker daemon",
     ),
     "missing-image": (
         ["serving-push-test:missing-{closed}", "--registry", "127.0.0.1:{closed}"],
