@@ -21,6 +21,7 @@ from bench import inprocess, report
 from bench.load import LoadResult, run_wrk
 from bench.servers import Contender, start
 from bench.workloads import REPO, prepare
+from sagemaker_torch_serving.settings import Env
 from tests.ports import free_port
 
 WARM_UP_SECONDS = 5.0
@@ -35,31 +36,31 @@ DESCRIPTIONS = {
 # MMS's frontend and the workers under load, no added latency when idle.
 BEST = {
     "tiny": {
-        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
-        "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": "4",
-        "SERVING_MAX_BATCH_DELAY_MS": "0",
+        Env.WORKERS: "2",
+        Env.BATCH_SIZE: "4",
+        Env.MAX_BATCH_DELAY_MS: "0",
     },
     "image": {
-        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
-        "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": "4",
-        "SERVING_MAX_BATCH_DELAY_MS": "5",
+        Env.WORKERS: "2",
+        Env.BATCH_SIZE: "4",
+        Env.MAX_BATCH_DELAY_MS: "5",
     },
     "digits": {
-        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
-        "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": "4",
-        "SERVING_MAX_BATCH_DELAY_MS": "0",
+        Env.WORKERS: "2",
+        Env.BATCH_SIZE: "4",
+        Env.MAX_BATCH_DELAY_MS: "0",
     },
     # Not tuned (no GPU was at hand): several workers decode JPEGs on the CPU for one GPU.
     "image50": {
-        "SAGEMAKER_MODEL_SERVER_WORKERS": "4",
-        "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": "8",
-        "SERVING_MAX_BATCH_DELAY_MS": "5",
+        Env.WORKERS: "4",
+        Env.BATCH_SIZE: "8",
+        Env.MAX_BATCH_DELAY_MS: "5",
     },
 }
 
 
 def contenders(workload: str) -> list[Contender]:
-    best_batch = BEST[workload].get("SAGEMAKER_MODEL_SERVER_BATCH_SIZE")
+    best_batch = BEST[workload].get(Env.BATCH_SIZE)
     listed = [
         Contender("ours-best", "ours (best)", "ours", "ours", dict(BEST[workload])),
         Contender("ours-defaults", "ours (defaults)", "ours", "portable"),
@@ -110,10 +111,10 @@ def main(argv: list[str]) -> int:
     for name in args.workloads.split(","):
         workload = prepare(name, scratch)
         best = BEST[name]
-        batch = int(best.get("SAGEMAKER_MODEL_SERVER_BATCH_SIZE", "1"))
+        batch = int(best.get(Env.BATCH_SIZE, "1"))
         print(f"== {name}: in-process", flush=True)
         limit = {
-            "workers": int(best["SAGEMAKER_MODEL_SERVER_WORKERS"]),
+            "workers": int(best[Env.WORKERS]),
             "p50_ms": inprocess.latency_p50_ms(workload, best, 300),
             "throughput_by_batch": {
                 str(size): statistics.median(
@@ -188,9 +189,9 @@ def batching_sweep(workload, seconds, logs) -> list[dict[str, Any]]:
     rows = []
     for batch, delay in ((1, 0), (4, 5), (4, 20), (8, 5), (8, 20)):
         env = {
-            "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
-            "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": str(batch),
-            "SERVING_MAX_BATCH_DELAY_MS": str(delay),
+            Env.WORKERS: "2",
+            Env.BATCH_SIZE: str(batch),
+            Env.MAX_BATCH_DELAY_MS: str(delay),
         }
         key = f"batch{batch}-delay{delay}"
         print(f"== {workload.name}: ours, batch {batch}, delay {delay} ms", flush=True)
@@ -235,7 +236,7 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     image = results["workloads"].get("image")
     ours8 = level("image", "ours-best", 8)
     if image and ours8:
-        batch = BEST["image"].get("SAGEMAKER_MODEL_SERVER_BATCH_SIZE", "1")
+        batch = BEST["image"].get(Env.BATCH_SIZE, "1")
         limit = image["inprocess"]["throughput_by_batch"][batch]
         value = ours8["throughput"] / limit
         add(
@@ -258,7 +259,7 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     image50 = results["workloads"].get("image50")
     if image50:
-        batch = BEST["image50"]["SAGEMAKER_MODEL_SERVER_BATCH_SIZE"]
+        batch = BEST["image50"][Env.BATCH_SIZE]
         limit = image50["inprocess"]["throughput_by_batch"][batch]
         for concurrency in (8, 32):
             served = level("image50", "ours-best", concurrency)

@@ -13,11 +13,12 @@ import statistics
 import time
 
 from bench.workloads import Workload
+from sagemaker_torch_serving.settings import Env
 
 
 def throughput(workload: Workload, env: dict[str, str], batch_size: int, seconds: float) -> float:
     """Requests per second of one process per worker, each looping over batches."""
-    workers = int(env["SAGEMAKER_MODEL_SERVER_WORKERS"])
+    workers = int(env[Env.WORKERS])
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers) as pool:
         counts = pool.starmap(_loop, [(workload, env, batch_size, seconds)] * workers)

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 
 from bench.workloads import REPO, Workload
+from sagemaker_torch_serving.settings import Env
 
 BENCH_VENVS = REPO / ".bench"
 
@@ -106,12 +107,12 @@ class Server:
 
 def start(contender: Contender, workload: Workload, port: int, logs: Path) -> Server:
     log = logs / f"{workload.name}-{contender.key}.log"
-    env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), **contender.env}
+    env = {**os.environ, Env.BIND_TO_PORT: str(port), **contender.env}
     code_dir = workload.code_dir(contender.code)
     if contender.kind == "ours":
         command = [sys.executable, "-m", "sagemaker_torch_serving"]
         env.update(SERVING_MODEL_DIR=str(workload.model_dir), SERVING_CODE_DIR=str(code_dir))
-        env.setdefault("SAGEMAKER_CONTAINER_LOG_LEVEL", "WARNING")
+        env.setdefault(Env.LOG_LEVEL, "WARNING")
     else:
         python = BENCH_VENVS / f"venv-{contender.kind}" / "bin" / "python"
         script = REPO / "bench" / "contenders" / f"{contender.kind}.py"
