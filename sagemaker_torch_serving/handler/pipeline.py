@@ -1,7 +1,8 @@
 """A batch of requests in, one answer each out: the user's functions where defined, else defaults.
 
 Every request gets its own answer: its own status, Content-Type and headers. An error in one
-request never fails the others, and never kills the worker.
+request never fails the others, and never kills the worker. A 500 names the function that failed
+(the user's, or the default's description) and the exception; its traceback goes to the log.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ import dataclasses
 import logging
 from typing import Any
 
-from sagemaker_torch_serving.errors import PayloadTooLarge, Stage, error_body, status_for
+from sagemaker_torch_serving.errors import (
+    DEFAULT_SOURCES,
+    InferenceError,
+    PayloadTooLarge,
+    Stage,
+    error_body,
+    status_for,
+)
 from sagemaker_torch_serving.handler import codecs, media
 from sagemaker_torch_serving.handler.context import ServingContext
 from sagemaker_torch_serving.handler.contract import Contract
@@ -51,7 +59,9 @@ class Pipeline:
         self.contract = contract
         self.model = model
         self.system_properties = system_properties  # what context.system_properties shows
-        self.predictor = Predictor(model)
+        # The default predict_fn puts the model in eval mode; a user's predict_fn decides itself.
+        default_predict = contract.predict_fn is None and contract.transform_fn is None
+        self.predictor = Predictor(model, eval_mode=default_predict)
 
     def run(self, requests: list[Request]) -> list[Answer]:
         if self.contract.transform_fn is not None:
@@ -117,7 +127,7 @@ class Pipeline:
             return self._answer(request, codecs.encode(prediction, accept), accept)
         accept = self._user_accept(request.accept)
         result = self.contract.output_fn(prediction, accept, context=request.context)
-        return self._user_answer(request, result, accept)
+        return self._user_answer(request, result, accept, "output_fn")
 
     def _transform(self, request: Request) -> Answer:
         assert self.contract.transform_fn is not None
@@ -127,7 +137,7 @@ class Pipeline:
             result = self.contract.transform_fn(
                 self.model, request.body, content_type, accept, context=request.context
             )
-            return self._user_answer(request, result, accept)
+            return self._user_answer(request, result, accept, "transform_fn")
         except Exception as error:  # noqa: BLE001 - answered per request
             return self._error(request, error, "transform")
 
@@ -137,11 +147,16 @@ class Pipeline:
             return self.settings.default_accept
         return accept
 
-    def _user_answer(self, request: Request, result: Any, accept: str) -> Answer:
+    def _user_answer(self, request: Request, result: Any, accept: str, function: str) -> Answer:
         """User functions return a body, or (body, content_type) as in the official toolkits."""
         content_type = None
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], str):
             result, content_type = result
+        if result is None:
+            raise InferenceError(
+                f"{function} returned None; it must return the answer's body (bytes or str), "
+                "or (body, content_type)"
+            )
         if isinstance(result, str):
             result = result.encode()
         elif not isinstance(result, (bytes, bytearray)):
@@ -161,12 +176,18 @@ class Pipeline:
         return Answer(200, body, context.response_content_type or content_type, headers)
 
     def _error(self, request: Request, error: BaseException, stage: Stage) -> Answer:
-        status, message = status_for(error, stage)
+        status, message = status_for(error, stage, self._source(stage))
         if status >= 500:
-            logger.error("request %s failed in %s", request.request_id, stage, exc_info=error)
+            source = self._source(stage)
+            logger.error("request %s: %s failed", request.request_id, source, exc_info=error)
         else:
             logger.info("request %s: %d %s", request.request_id, status, message)
         return error_answer(request.request_id, status, message)
+
+    def _source(self, stage: Stage) -> str:
+        """What failed at ``stage``: the user's function there, or the default's description."""
+        function = getattr(self.contract, f"{stage}_fn")
+        return function.name if function is not None else DEFAULT_SOURCES[stage]
 
 
 def error_answer(request_id: str, status: int, message: str) -> Answer:

@@ -3,10 +3,16 @@
 Requests whose inputs share everything but the first dimension are concatenated and run as
 one forward pass; the output is split back by rows. If that pass fails, each request is run
 alone, so that one bad input is answered with its own error and the others still succeed.
+
+As in the official toolkit's default predict_fn, the model runs in eval mode (no dropout; set
+once, when the Predictor is made) and without gradients. What fails is classified by whose fault
+it is: an input whose shape or dtype does not fit the model is the client's (400, with torch's
+reason); anything else the model raises is left as it is, for a 500 that names it.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -14,14 +20,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from sagemaker_torch_serving.errors import BadRequest, OutOfMemory, first_line
+from sagemaker_torch_serving.errors import BadRequest, OutOfMemory, reason, shorten
 from sagemaker_torch_serving.handler.model_loading import model_device, model_float_dtype
 
 
 class Predictor:
     """Runs tensors (or tuples of them, for models with several inputs) through a model."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, eval_mode: bool = True) -> None:
+        """``eval_mode``: put a torch module that is in training mode into eval mode, as the
+        default predict_fn does (a user's predict_fn decides that for itself)."""
+        if eval_mode and isinstance(model, torch.nn.Module) and model.training:
+            try:
+                model.eval()
+            except NotImplementedError:
+                pass  # torch.export modules refuse .eval(); they were exported in eval mode
         self.model = model
         self.device = model_device(model)
         # Floating inputs take the model's floating dtype (float16 after SERVING_HALF_PRECISION).
@@ -34,12 +47,18 @@ class Predictor:
             with torch.inference_mode():
                 output = self.model(*(self._to_device(value) for value in inputs))
             return _to_cpu(output)
-        except (torch.cuda.OutOfMemoryError, MemoryError):
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            raise OutOfMemory("the model ran out of memory on this input; send less") from None
-        except (RuntimeError, ValueError, TypeError, IndexError) as error:
-            raise BadRequest(f"the input does not fit the model: {first_line(error)}") from error
+        except Exception as error:
+            # TorchScript rethrows CUDA's OutOfMemoryError with its own stack in the message.
+            if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or (
+                reason(error)[0] == "OutOfMemoryError"
+            ):
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                raise OutOfMemory("the model ran out of memory on this input; send less") from None
+            mismatch = input_mismatch(error)
+            if mismatch is None:
+                raise  # the model's own failure: a 500 that names it
+            raise BadRequest(f"the input does not fit the model: {mismatch}") from error
 
     def predict_batch(self, inputs: Sequence[Any]) -> list[Any]:
         """Each input's output (or the exception it raised), in order."""
@@ -76,6 +95,57 @@ class Predictor:
         if self.device.type == "cuda":
             return value.pin_memory().to(self.device, non_blocking=True)
         return value.to(self.device)
+
+
+# What torch, torch.export and onnxruntime say when an input's shape, rank, dtype or number does
+# not fit the model. Narrow on purpose: whatever else a model raises is its own fault.
+_MISMATCH = re.compile(
+    "|".join(
+        (
+            r"size mismatch",
+            r"shapes cannot be multiplied",  # Linear, matmul
+            r"must have the same dtype",  # Linear: mat1 and mat2 must have the same dtype
+            r"expected scalar type \w+ but found \w+",
+            r"Input type \(.+\) and (?:bias|weight) type \(.+\) should be the same",  # Conv
+            r"Expected tensor for argument #\d+ '\w+' to have (?:one of the following )?scalar",
+            r"input dtype \(.+\) does not match weight dtype",  # RNN
+            r"Given groups=",  # Conv: expected input[...] to have 3 channels
+            r"expected input\S* to have \d+ channels",
+            r"Given normalized_shape=",  # LayerNorm
+            r"running_mean should contain \d+ elements",  # BatchNorm
+            r"Expected \d+D .*input",  # Conv: Expected 3D (unbatched) or 4D (batched) input
+            r"Expected input to be \d+D",  # RNN
+            r"Expected \d+-dimensional input",
+            r"\d+D or \d+D \(batch mode\) tensor expected",  # pooling
+            r"must be equal to input_size",  # RNN
+            r"Expected hidden\S* size",  # RNN
+            r"was expecting embedding dimension",  # MultiheadAttention
+            r"Kernel size can't be greater than actual input size",
+            r"Output size is too small",
+            r"must match the (?:existing )?size",  # broadcasting: ... must match the size of ...
+            r"Sizes of tensors must match",  # cat
+            r"Expected size for first two dimensions",  # bmm
+            r"is invalid for input of size",  # view, reshape
+            r"Dimension out of range",
+            r"too many indices for tensor of dimension",
+            r"index out of range in self",  # Embedding: a token id past the vocabulary
+            r"forward\(\) (?:takes|missing|expected at most|Expected a value of type)",
+            r"^Guard failed: ",  # torch.export: the input breaks a shape the program was made for
+            r"^Expected input at .* to be equal to",
+            r"^Trying to flatten user inputs with exported input tree spec",
+            r"Got invalid dimensions for input",  # onnxruntime
+            r"Invalid rank for input",
+            r"Unexpected input data type",
+            r"^the model takes \d+ inputs, got \d+",  # OnnxModel
+        )
+    )
+)
+
+
+def input_mismatch(error: BaseException) -> str | None:
+    """Why the input does not fit the model, where ``error`` says so; None for anything else."""
+    message = reason(error)[1]
+    return shorten(message) if _MISMATCH.search(message) else None
 
 
 def _groups(inputs: Sequence[Any]) -> dict[Any, list[int]]:

@@ -6,6 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from sagemaker_torch_serving.handler.context import CUSTOM_ATTRIBUTES, ServingContext
@@ -141,7 +142,8 @@ def test_errors_map_to_statuses_a_client_can_act_on(tmp_path):
         assert body["request_id"]
         assert answer.content_type == "application/json"
     assert json.loads(answers[0].body)["message"] == "slow down"
-    assert "bug" not in json.loads(answers[2].body)["message"]
+    # A bug in user code: the client learns which function failed and how, not the traceback.
+    assert json.loads(answers[2].body)["message"] == "predict_fn failed: KeyError: 'bug'"
 
 
 def test_an_answer_over_the_payload_limit_is_an_error(tmp_path):
@@ -165,3 +167,83 @@ def test_warm_up_runs_the_model_once(tmp_path):
     pipeline.predictor.model = lambda x: calls.append(tuple(x.shape)) or model(x)
     pipeline.warm_up()
     assert calls == [(2, 3)]
+
+
+NONE_ANSWER = (
+    "returned None; it must return the answer's body (bytes or str), or (body, content_type)"
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "function"),
+    [
+        ("def output_fn(prediction, accept):\n    return None\n", "output_fn"),
+        ("def output_fn(prediction, accept):\n    return None, 'text/plain'\n", "output_fn"),
+        ("def transform_fn(model, body, content_type, accept):\n    pass\n", "transform_fn"),
+    ],
+)
+def test_a_user_function_that_returns_no_answer_is_a_500_that_says_so(tmp_path, source, function):
+    answer = make_pipeline(tmp_path, source).run([request(b"[[1]]")])[0]
+    assert answer.status == 500
+    assert json.loads(answer.body)["message"] == f"{function} {NONE_ANSWER}"
+
+
+FAILING = """
+def input_fn(body, content_type):
+    if body == b"input":
+        raise KeyError("no field 'x'")
+    return body
+
+def predict_fn(data, model):
+    if data == b"predict":
+        return 1 / 0
+    return data
+
+def output_fn(prediction, accept):
+    if prediction == b"output":
+        raise TypeError("\\x1b[31mcannot encode\\x1b[0m a set")
+    return prediction
+"""
+
+
+def test_a_500_names_the_user_function_that_failed_and_how(tmp_path, caplog):
+    pipeline = make_pipeline(tmp_path, FAILING)
+    answers = pipeline.run([request(b"input"), request(b"predict"), request(b"output")])
+    assert [answer.status for answer in answers] == [500, 500, 500]
+    assert [json.loads(answer.body)["message"] for answer in answers] == [
+        "input_fn failed: KeyError: \"no field 'x'\"",
+        "predict_fn failed: ZeroDivisionError: division by zero",
+        "output_fn failed: TypeError: cannot encode a set",
+    ]
+    assert "Traceback" in caplog.text  # the traceback is in the log, only there
+    assert "1 / 0" in caplog.text
+
+
+def test_a_500_from_transform_fn_names_it(tmp_path):
+    pipeline = make_pipeline(
+        tmp_path,
+        """
+        def transform_fn(model, body, content_type, accept):
+            return {"a": 1}["b"]
+        """,
+    )
+    answer = pipeline.run([request(b"[[1]]")])[0]
+    assert (answer.status, json.loads(answer.body)["message"]) == (
+        500,
+        "transform_fn failed: KeyError: 'b'",
+    )
+
+
+def test_a_500_from_a_default_names_the_default(tmp_path):
+    pipeline = make_pipeline(
+        tmp_path,
+        """
+        def predict_fn(data, model):
+            return object()  # the default output_fn cannot encode it
+        """,
+    )
+    answer = pipeline.run([request(b"[[1]]")])[0]
+    assert answer.status == 500
+    assert json.loads(answer.body)["message"].startswith(
+        "the default output_fn failed: TypeError: "
+    )
