@@ -79,7 +79,7 @@ def status_for(error: BaseException, stage: Stage, source: str | None = None) ->
     status = getattr(error, "status_code", None)
     if isinstance(status, int) and 400 <= status <= 599:
         return status, clean(str(error))
-    if isinstance(error, MemoryError) or _is_out_of_memory(error):
+    if is_out_of_memory(error):
         return 507, "out of memory while serving this request; try a smaller request"
     if stage == "input" and isinstance(error, ValueError):
         return 400, f"could not decode the request: {first_line(error)}"
@@ -144,8 +144,9 @@ def _paragraph(lines: list[str]) -> list[str]:
     return kept
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    if type(error).__name__ == "OutOfMemoryError":
+def is_out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError, CUDA's OutOfMemoryError, or either as TorchScript rethrows it."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
         return True
     name, message = reason(error)  # CUDA's, as TorchScript rethrows it
     return name == "OutOfMemoryError" or message.startswith("CUDA out of memory.")

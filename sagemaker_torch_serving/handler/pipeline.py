@@ -23,7 +23,7 @@ from sagemaker_torch_serving.handler import codecs, media
 from sagemaker_torch_serving.handler.context import ServingContext
 from sagemaker_torch_serving.handler.contract import Contract
 from sagemaker_torch_serving.handler.predict import Predictor
-from sagemaker_torch_serving.settings import Settings
+from sagemaker_torch_serving.settings import Env, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Pipeline:
         if len(request.body) > self.settings.max_payload_bytes:
             raise PayloadTooLarge(
                 f"the request body has {len(request.body)} bytes, over the "
-                f"{self.settings.max_payload_bytes}-byte limit (SAGEMAKER_MAX_PAYLOAD_IN_MB)"
+                f"{self.settings.max_payload_bytes}-byte limit ({Env.MAX_PAYLOAD_IN_MB})"
             )
         content_type, params = media.parse_content_type(request.content_type)
         if self.contract.input_fn is not None:

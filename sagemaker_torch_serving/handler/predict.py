@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from sagemaker_torch_serving.errors import BadRequest, OutOfMemory, reason, shorten
+from sagemaker_torch_serving.errors import (
+    BadRequest,
+    OutOfMemory,
+    is_out_of_memory,
+    reason,
+    shorten,
+)
 from sagemaker_torch_serving.handler.model_loading import model_device, model_float_dtype
 
 
@@ -48,10 +54,7 @@ class Predictor:
                 output = self.model(*(self._to_device(value) for value in inputs))
             return _to_cpu(output)
         except Exception as error:
-            # TorchScript rethrows CUDA's OutOfMemoryError with its own stack in the message.
-            if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or (
-                reason(error)[0] == "OutOfMemoryError"
-            ):
+            if is_out_of_memory(error):
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 raise OutOfMemory("the model ran out of memory on this input; send less") from None

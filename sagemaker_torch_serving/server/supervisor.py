@@ -214,7 +214,7 @@ class Server:
                 logger.info("drained: no request in flight")
                 return
             time.sleep(POLL_SECONDS / 5)
-        logger.warning("requests still in flight after SERVING_DRAIN_SECONDS; stopping anyway")
+        logger.warning("requests still in flight after %s; stopping anyway", Env.DRAIN_SECONDS)
 
     def _stop_processes(self) -> None:
         """Stop MMS, then whatever is left of its process group and the backend's (workers)."""

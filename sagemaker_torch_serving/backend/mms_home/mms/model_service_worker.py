@@ -1,7 +1,7 @@
-"""The backend worker MMS's frontend runs for the model: ours (sagemaker_torch_serving/backend.py).
+"""The backend worker MMS's frontend runs for the model: ours (sagemaker_torch_serving/backend/).
 
-MMS runs ``<python> <model_server_home>/mms/model_service_worker.py ARGS``; mms_config.py sets
-model_server_home to the folder above this one.
+MMS runs ``<python> <model_server_home>/mms/model_service_worker.py ARGS``; server/mms_config.py
+sets model_server_home to the folder above this one.
 """
 
 import sys
