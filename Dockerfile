@@ -1,44 +1,47 @@
 # The serving image: MMS (Java 17) and the runtime in a Python virtual environment.
 #
-# Default: a GPU image on NVIDIA's CUDA 12.8 runtime with torch built for CUDA 12.8. It runs on
-# driver 570 or newer, and on SageMaker's older data-center drivers (470, 535, 550) through
-# CUDA forward compatibility, which the entrypoint turns on (sagemaker_torch_serving/cuda_compat.py).
-# `make build DEVICE=cpu` builds a CPU image instead (scripts/build.py sets these arguments).
-ARG BASE_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
+# Default: a GPU image on NVIDIA's CUDA 13.0 base (cudart and the forward-compatibility driver;
+# torch's wheels bring the other CUDA libraries) with PyPI's torch 2.14.1 and torchvision 0.29.1,
+# built for CUDA 13.0. It runs on driver 580 or newer, and on SageMaker's 535 and 550 drivers
+# through CUDA forward compatibility, which the entrypoint turns on (cuda_compat.py).
+# `make build DEVICE=cpu` builds the same Python stack on debian:bookworm-slim (scripts/build.py).
+ARG BASE_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
 
+# g++ and the Python headers: torch.compile's inductor compiles C++ at run time (SERVING_COMPILE).
 FROM ${BASE_IMAGE} AS system
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 python3-venv openjdk-17-jre-headless ca-certificates \
+      python3 python3-venv python3-dev g++ openjdk-17-jre-headless ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
-# Python packages: torch first, in its own layer, so that other changes do not reinstall it.
+# Python packages: the torch stack first, in its own layer, so that other changes do not
+# reinstall it. PIP_FIND_LINKS (scripts/build.py --wheelhouse) offers local wheels to pip.
 FROM system AS python
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_VARIANT=+cu128
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG PIP_FIND_LINKS=
 ARG ONNXRUNTIME=onnxruntime
-# The wildcard copies the optional wheelhouse/ of the build context (extra wheels, e.g. torch,
-# for builds without a package index); the build does not fail when there is none.
-COPY docker/requirements.lock wheelhous[e] /tmp/build/
+COPY docker/torch.lock /tmp/build/
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-      --find-links /tmp/build ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-      -c /tmp/build/requirements.lock "torch==${TORCH_VERSION}${TORCH_VARIANT}"
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+      -r /tmp/build/torch.lock
+COPY docker/requirements.lock /tmp/build/
 RUN grep -v '^onnxruntime==' /tmp/build/requirements.lock > /tmp/build/requirements.txt \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-      --find-links /tmp/build -r /tmp/build/requirements.txt \
+      -r /tmp/build/requirements.txt \
       "$(grep "^${ONNXRUNTIME}==" /tmp/build/requirements.lock || echo "$ONNXRUNTIME")"
 
-# The MMS plugin behind /ping, compiled against the MMS jar just installed.
+# The MMS plugin behind /ping, compiled against the MMS jar of the pinned release (in a venv of
+# its own: copying the runtime's, torch and all, would cost minutes for one jar).
 FROM system AS plugin
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openjdk-17-jdk-headless \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=python /opt/venv /opt/venv
+COPY docker/requirements.lock /tmp/build/
+RUN python3 -m venv /opt/mms \
+ && /opt/mms/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+      "$(grep '^multi-model-server==' /tmp/build/requirements.lock)"
 COPY scripts/build_plugin.sh /src/scripts/
 COPY sagemaker_torch_serving/java/*.java /src/sagemaker_torch_serving/java/
-RUN /src/scripts/build_plugin.sh /opt/venv/bin/python
+RUN /src/scripts/build_plugin.sh /opt/mms/bin/python
 
 FROM system
 COPY --from=python /opt/venv /opt/venv

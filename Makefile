@@ -2,7 +2,7 @@
 # make test:  the whole test suite (make test-quick: without the tests that start servers or
 #             containers; the container tests need a Docker engine, see .ci/run)
 #
-# The image: make build [IMAGE=name:tag] [DEVICE=gpu|cpu] [BASE_IMAGE=...] [WHEELHOUSE=dir]
+# The image: make build [IMAGE=name:tag] [DEVICE=gpu|cpu] [BASE_IMAGE=...] [WHEELHOUSE="dir ..."]
 #            make run [MODEL=dir-or-model.tar.gz] [PORT=8080] [GPU=1] [NETWORK=bridge|host]
 #            make invoke [PORT=8080]
 #            make push [IMAGE=...] [REGION=...] [REPOSITORY=...] [REGISTRY=host:port]
@@ -70,7 +70,7 @@ lint: venv
 
 build: venv
 	$(PY) scripts/build.py --tag $(IMAGE) --device $(DEVICE) \
-		$(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) $(if $(WHEELHOUSE),--wheelhouse $(WHEELHOUSE))
+		$(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) $(foreach dir,$(WHEELHOUSE),--wheelhouse $(dir))
 
 run: venv
 	$(PY) scripts/run_local.py --image $(IMAGE) --model $(MODEL) --port $(PORT) \

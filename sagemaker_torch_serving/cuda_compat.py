@@ -3,7 +3,8 @@
 SageMaker's GPU hosts often run older drivers (470 on ml.g4dn and ml.g5 by default, 535 or 550
 on newer families, chosen by InferenceAmiVersion). NVIDIA's compat package (cuda-compat-X-Y,
 in /usr/local/cuda/compat of the CUDA base images) holds the user-space driver (libcuda.so) of
-a newer driver, which runs on an older kernel driver for data-center GPUs. It must come first
+a newer driver, which runs on an older kernel driver for data-center GPUs: the image's CUDA 13.0
+runs so on 535 and 550, not on 470 (README, "Build the image"). It must come first
 on the library path of every process that loads CUDA, and the NVIDIA Container Toolkit stopped
 arranging that itself in 1.17.4. So the entrypoint calls this before it starts the server
 (whose workers inherit the environment) or execs any other command: a variable exported by a

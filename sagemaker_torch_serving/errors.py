@@ -1,13 +1,17 @@
 """Errors a client can act on, and the one place where an exception becomes an HTTP status.
 
 Raise these from ``inference.py`` too: any exception with an integer ``status_code`` between
-400 and 599 is answered with that status and its message. Everything else raised by user code
-is a 500 that names the failing function and the exception's type and message; its traceback
-goes to the log, never to the client.
+400 and 599 is answered with that status and its message. That includes the official toolkit's
+errors (``sagemaker_inference.errors``: ``GenericInferenceToolkitError(403, "...")``), whose
+message is taken from ``message`` and ``phrase``, and its ``UnsupportedFormatError``, which has no
+status: it is a 415, or a 406 from output_fn. Everything else raised by user code is a 500 that
+names the failing function and the exception's type and message; its traceback goes to the log,
+never to the client.
 """
 
 from __future__ import annotations
 
+import http
 import json
 import re
 from typing import Literal
@@ -78,12 +82,51 @@ def status_for(error: BaseException, stage: Stage, source: str | None = None) ->
     """
     status = getattr(error, "status_code", None)
     if isinstance(status, int) and 400 <= status <= 599:
-        return status, clean(str(error))
+        return status, status_message(error, status)
+    if _is_toolkit_error(error, "UnsupportedFormatError"):
+        # The toolkit raises it for a Content-Type its decoder lacks, and for an Accept its
+        # encoder lacks (default_output_fn): the client's fault either way.
+        return (406 if stage == "output" else 415), first_line(error)
     if is_out_of_memory(error):
         return 507, "out of memory while serving this request; try a smaller request"
     if stage == "input" and isinstance(error, ValueError):
         return 400, f"could not decode the request: {first_line(error)}"
     return 500, f"{source or DEFAULT_SOURCES[stage]} failed: {describe(error)}"
+
+
+def status_message(error: BaseException, status: int) -> str:
+    """The client's message for an error that carries its own status.
+
+    The toolkit's errors keep theirs in ``message``, and the HTTP reason phrase in ``phrase``:
+    their ``str()`` is the repr of a tuple (``(403, 'no access', 'Forbidden')``).
+    """
+    message = getattr(error, "message", None)
+    if isinstance(message, str) and message.strip():
+        text = message.strip()
+        phrase = getattr(error, "phrase", None)
+        if isinstance(phrase, str) and phrase.strip() and phrase.strip() not in text:
+            text = f"{phrase.strip()}: {text}"
+    else:
+        text = str(error).strip()
+    if not clean(text).strip():
+        text = _reason_phrase(status)
+    return shorten(clean(text))
+
+
+def _reason_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return f"error {status}"
+
+
+def _is_toolkit_error(error: BaseException, name: str) -> bool:
+    """Whether ``error`` is (a subclass of) ``sagemaker_inference.errors.<name>``, found by name:
+    this module is imported by every process, the toolkit only where user code uses it."""
+    return any(
+        cls.__module__ == "sagemaker_inference.errors" and cls.__name__ == name
+        for cls in type(error).__mro__
+    )
 
 
 def error_body(status: int, message: str, request_id: str) -> bytes:

@@ -13,6 +13,7 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SERVING_CODE_DIR | see below | where SAGEMAKER_PROGRAM and requirements.txt live |
 | SERVING_DEFAULT_CODE_DIR | (none) | code for models that bring none (the image bakes code/ here) |
 | SAGEMAKER_PROGRAM | inference.py | the handler module (required only when set) |
+| SERVING_HANDLER_CLASS | (none) | module:Class: a toolkit DefaultInferenceHandler subclass |
 | SAGEMAKER_MODEL_SERVER_WORKERS | GPUs, else CPUs | worker processes |
 | SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS | 60 | seconds one batch may take: then 504, new worker |
 | SAGEMAKER_MODEL_SERVER_TIMEOUT | (same) | read as seconds too, when the _SECONDS one is unset |
@@ -25,9 +26,10 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SAGEMAKER_MODEL_SERVER_VMARGS | see DEFAULT_VMARGS | JVM flags for the MMS frontend |
 | SERVING_TORCH_THREADS | CPUs / workers | torch intra-op threads per worker |
 | SERVING_DEVICE | auto | auto, cpu or cuda: where the default model_fn places the model |
-| SERVING_TRUST_PICKLED_MODEL | false | let the default model_fn unpickle a whole nn.Module |
+| SERVING_TRUST_PICKLED_MODEL | false | unpickle whole nn.Modules (default model_fn, torch.load) |
 | SERVING_HALF_PRECISION | false | on a GPU, the default model_fn casts the model to float16 |
 | SERVING_WARMUP_SHAPE | (off) | e.g. 1,1,8,8: run zeros of this shape through the model at load |
+| SERVING_COMPILE | false | torch.compile the default model_fn's nn.Module (needs g++) |
 | SERVING_DRAIN_SECONDS | 25 | on SIGTERM, how long requests in flight may take to finish |
 
 The code directory is SERVING_CODE_DIR if set, else the model's own code/ (SageMaker's layout)
@@ -43,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -59,6 +62,7 @@ class Env:
     CODE_DIR = "SERVING_CODE_DIR"
     DEFAULT_CODE_DIR = "SERVING_DEFAULT_CODE_DIR"
     PROGRAM = "SAGEMAKER_PROGRAM"
+    HANDLER_CLASS = "SERVING_HANDLER_CLASS"
     WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
     TIMEOUT_SECONDS = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
     TIMEOUT = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
@@ -74,14 +78,17 @@ class Env:
     TRUST_PICKLED_MODEL = "SERVING_TRUST_PICKLED_MODEL"
     HALF_PRECISION = "SERVING_HALF_PRECISION"
     WARMUP_SHAPE = "SERVING_WARMUP_SHAPE"
+    COMPILE = "SERVING_COMPILE"
     DRAIN_SECONDS = "SERVING_DRAIN_SECONDS"
     # Internal: how the serving process tells the processes it starts about this run.
     RUN_DIR = "SERVING_RUN_DIR"
     BACKEND_HANDOVER = "SERVING_BACKEND_HANDOVER"  # the waiting backend's socket (backend/)
-    # Not ours, read where CUDA's and the thread pools' own rules apply.
+    # Not ours, read where CUDA's, the thread pools' and torch.load's own rules apply.
     CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
     OMP_NUM_THREADS = "OMP_NUM_THREADS"
     MKL_NUM_THREADS = "MKL_NUM_THREADS"
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+    TORCH_FORCE_WEIGHTS_ONLY_LOAD = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 
 
 DEFAULT_VMARGS = (
@@ -90,6 +97,8 @@ DEFAULT_VMARGS = (
 )
 MEBIBYTE = 1024 * 1024
 MAX_MMS_PORT = 32766
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_HANDLER_CLASS = re.compile(rf"{_DOTTED}:{_DOTTED}")
 
 
 class SettingsError(ValueError):
@@ -104,6 +113,7 @@ class Settings:
     model_archive: Path | None
     code_dir: Path
     program: str | None
+    handler_class: str | None  # "module:Class"
     workers: int
     gpu_count: int
     timeout_seconds: int
@@ -119,6 +129,7 @@ class Settings:
     trust_pickled_model: bool
     half_precision: bool
     warmup_shape: tuple[int, ...] | None
+    compile_model: bool
     drain_seconds: int
     run_dir: Path | None
 
@@ -145,6 +156,7 @@ class Settings:
             model_archive=_optional_path(env.text(Env.MODEL_ARCHIVE, "")),
             code_dir=_code_dir(env, model_dir),
             program=env.raw.get(Env.PROGRAM, "").strip() or None,
+            handler_class=env.handler_class(Env.HANDLER_CLASS),
             workers=workers,
             gpu_count=gpu_count,
             timeout_seconds=timeout,
@@ -160,6 +172,7 @@ class Settings:
             trust_pickled_model=env.flag(Env.TRUST_PICKLED_MODEL),
             half_precision=env.flag(Env.HALF_PRECISION),
             warmup_shape=env.shape(Env.WARMUP_SHAPE),
+            compile_model=env.flag(Env.COMPILE),
             drain_seconds=env.non_negative_int(Env.DRAIN_SECONDS, 25),
             run_dir=Path(run_dir) if run_dir else None,
         )
@@ -258,6 +271,20 @@ class _Reader:
         if not isinstance(level, int):
             raise SettingsError(f"{name} must be a logging level (20, INFO, ...), got {value!r}")
         return level
+
+    def handler_class(self, name: str) -> str | None:
+        # Only the form is checked here (a bad one stops the server at once, with exit code 2);
+        # whether the module and the class exist is the handler's check, when it loads them.
+        value = self.raw.get(name, "").strip()
+        if not value:
+            return None
+        # handler.py:Handler would be a module "py" in a package "handler": a file name, surely.
+        if not _HANDLER_CLASS.fullmatch(value) or value.partition(":")[0].endswith(".py"):
+            raise SettingsError(
+                f"{name} must be module:Class (a module in the code directory and a class "
+                f"in it, like handler:MyHandler), got {value!r}"
+            )
+        return value
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         value = self.raw.get(name, "").strip()

@@ -3,109 +3,114 @@
 
     python scripts/build.py --tag sagemaker-torch-serving:latest            # GPU image
     python scripts/build.py --tag serving:cpu --device cpu                   # CPU image
-    python scripts/build.py --device cpu --base-image local/bookworm:base --wheelhouse /opt/wheels
+    python scripts/build.py --device cpu --base-image local/bookworm:base \
+        --wheelhouse /opt/pypi-more/files --wheelhouse /opt/pypi/files
 
---device picks the defaults: gpu builds on NVIDIA's CUDA 12.8 runtime with torch for CUDA 12.8,
-cpu on debian:bookworm-slim with the CPU-only torch. --wheelhouse offers a folder of wheels
-(e.g. a local torch wheel) to pip in the build; with one, pip uses no extra package index
-unless --torch-index-url says so, which is what an air-gapped build wants.
+--device picks the base image: gpu builds on NVIDIA's CUDA 13.0 base, cpu on
+debian:bookworm-slim. Both install the same pinned Python stack (docker/torch.lock, then
+docker/requirements.lock): PyPI's torch and torchvision, built for CUDA 13.0, which run on the
+CPU too (PyPI's torchvision does not import beside a +cpu torch). --wheelhouse (repeatable)
+offers folders of wheels to pip in the build: each is served on 127.0.0.1 for the length of
+the build (the build steps share the host's network) and given to pip as find-links, so that
+several GB of torch wheels never go into the build context; pip takes from the package index
+only what no folder holds.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import functools
 import sys
-import tarfile
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import docker.utils
 from _common import Failure, docker_client, fail
 
 PROG = "build"
 REPO = Path(__file__).resolve().parents[1]
-DEVICES = {
-    "gpu": {
-        "BASE_IMAGE": "nvidia/cuda:12.8.1-runtime-ubuntu24.04",
-        "TORCH_VARIANT": "+cu128",
-        "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cu128",
-    },
-    "cpu": {
-        "BASE_IMAGE": "debian:bookworm-slim",
-        "TORCH_VARIANT": "+cpu",
-        "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu",
-    },
+BASE_IMAGES = {
+    "gpu": "nvidia/cuda:13.0.2-base-ubuntu24.04",
+    "cpu": "debian:bookworm-slim",
 }
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", default="sagemaker-torch-serving:latest", help="name:tag")
-    parser.add_argument("--device", choices=sorted(DEVICES), default="gpu")
+    parser.add_argument("--device", choices=sorted(BASE_IMAGES), default="gpu")
     parser.add_argument("--base-image", help="the FROM image (default: by --device)")
-    parser.add_argument("--torch-version", default="2.13.0")
-    parser.add_argument("--torch-index-url", help="extra pip index for torch (default: by device)")
     parser.add_argument("--onnxruntime", default="onnxruntime", help="or onnxruntime-gpu")
-    parser.add_argument("--wheelhouse", type=Path, help="a folder of wheels offered to pip")
+    parser.add_argument(
+        "--wheelhouse",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder of wheels offered to pip (repeatable)",
+    )
     parser.add_argument("--network", default="host", help="network mode of the build steps")
     args = parser.parse_args(argv)
 
-    if args.wheelhouse is not None and not args.wheelhouse.is_dir():
-        return fail(PROG, f"--wheelhouse {args.wheelhouse} is not a folder")
-    defaults = DEVICES[args.device]
-    index_url = args.torch_index_url
-    if index_url is None:
-        index_url = "" if args.wheelhouse else defaults["TORCH_INDEX_URL"]
-    build_args = {
-        "BASE_IMAGE": args.base_image or defaults["BASE_IMAGE"],
-        "TORCH_VERSION": args.torch_version,
-        "TORCH_VARIANT": defaults["TORCH_VARIANT"],
-        "TORCH_INDEX_URL": index_url,
-        "ONNXRUNTIME": args.onnxruntime,
-    }
+    for folder in args.wheelhouse:
+        if not folder.is_dir():
+            return fail(PROG, f"--wheelhouse {folder} is not a folder")
+    if args.wheelhouse and args.network != "host":
+        return fail(PROG, "--wheelhouse needs --network host (its wheels are served on 127.0.0.1)")
+    base_image = args.base_image or BASE_IMAGES[args.device]
     try:
         client = docker_client()
     except Failure as error:
         return fail(PROG, error)
 
-    print(f"building {args.tag} ({args.device}) on {build_args['BASE_IMAGE']}", flush=True)
-    context = build_context(args.wheelhouse)
-    image_id = None
-    for chunk in client.api.build(
-        fileobj=context,
-        custom_context=True,
-        tag=args.tag,
-        buildargs=build_args,
-        network_mode=args.network,
-        rm=True,
-        forcerm=True,
-        decode=True,
-    ):
-        if "stream" in chunk:
-            sys.stdout.write(chunk["stream"])
-            sys.stdout.flush()
-        if "error" in chunk:
-            return fail(PROG, f"the build failed: {chunk['error'].strip()}")
-        image_id = chunk.get("aux", {}).get("ID", image_id)
+    print(f"building {args.tag} ({args.device}) on {base_image}", flush=True)
+    with ExitStack() as stack:
+        links = [stack.enter_context(serve_folder(folder)) for folder in args.wheelhouse]
+        build_args = {
+            "BASE_IMAGE": base_image,
+            "ONNXRUNTIME": args.onnxruntime,
+            "PIP_FIND_LINKS": " ".join(links),
+        }
+        image_id = None
+        for chunk in client.api.build(
+            path=str(REPO),
+            tag=args.tag,
+            buildargs=build_args,
+            network_mode=args.network,
+            rm=True,
+            forcerm=True,
+            decode=True,
+        ):
+            if "stream" in chunk:
+                sys.stdout.write(chunk["stream"])
+                sys.stdout.flush()
+            if "error" in chunk:
+                return fail(PROG, f"the build failed: {chunk['error'].strip()}")
+            image_id = chunk.get("aux", {}).get("ID", image_id)
     print(f"built {args.tag} ({image_id})")
     return 0
 
 
-def build_context(wheelhouse: Path | None) -> io.BytesIO:
-    """The build context as a tar: what .dockerignore lets through, as `docker build .` and the
-    Docker SDK given path= send it, with the --wheelhouse wheels as wheelhouse/ (in place of any
-    wheelhouse/ in the repository)."""
-    lines = (line.strip() for line in (REPO / ".dockerignore").read_text().splitlines())
-    exclude = [line for line in lines if line and not line.startswith("#")]
-    if wheelhouse is not None:
-        exclude.append("wheelhouse")
-    context = docker.utils.tar(str(REPO), exclude=exclude, fileobj=io.BytesIO())
-    if wheelhouse is not None:
-        with tarfile.open(fileobj=context, mode="a") as archive:
-            for wheel in sorted(wheelhouse.glob("*.whl")):
-                archive.add(wheel, arcname=f"wheelhouse/{wheel.name}")
-        context.seek(0)
-    return context
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # pip's requests: not news
+        pass
+
+
+@contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """Serve a folder's listing and files on 127.0.0.1 (a free port) while the block runs;
+    yields its URL, which pip reads as a find-links page."""
+    handler = functools.partial(_QuietHandler, directory=str(folder.resolve()))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name=f"wheels {folder}", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 if __name__ == "__main__":

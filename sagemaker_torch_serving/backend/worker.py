@@ -23,9 +23,9 @@ import mms
 
 from sagemaker_torch_serving.backend import protocol
 from sagemaker_torch_serving.backend.protocol import FrameReader, LoadCommand, WireRequest
-from sagemaker_torch_serving.errors import first_line
 from sagemaker_torch_serving.handler.build import build_pipeline
 from sagemaker_torch_serving.handler.context import ServingContext
+from sagemaker_torch_serving.handler.model_loading import describe_load_failure
 from sagemaker_torch_serving.handler.pipeline import Pipeline, Request, error_answer
 from sagemaker_torch_serving.run_dir import ActivityMark, RunPaths
 from sagemaker_torch_serving.settings import Env, Settings
@@ -77,7 +77,7 @@ def _load(command: LoadCommand, connection: socket.socket, tmp_dir: Path) -> Wor
     try:
         worker = Worker(build_pipeline(settings, system_properties), connection)
     except Exception as error:
-        reason = f"{type(error).__name__}: {first_line(error)}"
+        reason = describe_load_failure(error, settings.code_dir, settings.trust_pickled_model)
         logger.error("loading the model failed: %s", reason, exc_info=error)
         if settings.run_dir is not None:
             RunPaths(settings.run_dir).load_failure.write_text(reason + "\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sagemaker_torch_serving.errors import NotAcceptable
+from sagemaker_torch_serving.errors import BadRequest, NotAcceptable
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
@@ -23,6 +23,21 @@ ALIASES = {
     "application/csv": CSV,
     "image/jpg": JPEG,
 }
+
+
+# Bodies the official toolkit hands input_fn and transform_fn as text (its Transformer decodes
+# them as UTF-8): handler code written for it calls str methods on them.
+TEXT_TYPES = (JSON, CSV)
+
+
+def user_body(body: bytes, content_type: str) -> bytes | str:
+    """The request body as user handler code gets it: JSON and CSV as text, the rest as bytes."""
+    if content_type not in TEXT_TYPES:
+        return body
+    try:
+        return bytes(body).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadRequest(f"the {content_type} body is not UTF-8 text: {error.reason}") from None
 
 
 def parse_content_type(header: str | None, default: str = JSON) -> tuple[str, dict[str, str]]:

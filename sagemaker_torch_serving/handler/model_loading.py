@@ -4,18 +4,27 @@ Kinds, by file: TorchScript (``.pt``/``.pth`` holding a TorchScript archive), ``
 programs (``.pt2``), ONNX (``.onnx``, through onnxruntime), and a whole pickled ``nn.Module``
 (``.pt``/``.pth``), which loads only when SERVING_TRUST_PICKLED_MODEL is on, because
 unpickling runs whatever code the file names.
+
+Also the one line that says why a model did not load, whoever loaded it (``describe_load_failure``):
+the exception, what to do where the cause is a known one (torch.load's weights-only default meeting
+a whole pickled model, a pickled model whose class cannot be imported), and the file and line of
+the user's code that raised it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import re
+import traceback
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sagemaker_torch_serving.errors import first_line
 from sagemaker_torch_serving.settings import Env
 
 MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".onnx")
@@ -150,12 +159,14 @@ def _load_exported(path: Path, device: torch.device) -> Any:
 def _load_pickled(path: Path, device: torch.device, trust_pickled: bool) -> torch.nn.Module:
     try:
         loaded = torch.load(str(path), map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
         if not trust_pickled:
+            found = _REFUSED_GLOBAL.search(str(error))
+            holding = f" ({found.group(1)})" if found else ""
             raise ModelLoadError(
-                f"{path.name} is a pickled model, and loading it runs code from the file: set "
-                f"{Env.TRUST_PICKLED_MODEL}=true if you trust it, or ship TorchScript, "
-                "a torch.export .pt2 or ONNX instead"
+                f"{path.name} is a pickled model{holding}, and loading it runs code from the "
+                f"file: set {Env.TRUST_PICKLED_MODEL}=true if you trust it, or ship "
+                "TorchScript, a torch.export .pt2 or ONNX instead"
             ) from None
         loaded = torch.load(str(path), map_location=device, weights_only=False)
     if not isinstance(loaded, torch.nn.Module):
@@ -164,3 +175,83 @@ def _load_pickled(path: Path, device: torch.device, trust_pickled: bool) -> torc
             "define model_fn in inference.py to build the model and load these weights"
         )
     return loaded
+
+
+# torch.load's refusal under weights_only=True, torch's default since 2.6, and the class it met.
+_WEIGHTS_ONLY = "Weights only load failed"
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_MISSING_MAIN_CLASS = re.compile(r"Can't get attribute '(\w+)' on <module '(?:[\w.]+\.)?__main__'")
+
+
+def describe_load_failure(error: BaseException, code_dir: Path, trust_pickled: bool) -> str:
+    """One line for a model that did not load: ``Type: message``, with what to do instead of
+    torch's paragraph where the cause is a known one, and ``(at FILE:LINE, in FUNCTION)``, the
+    deepest frame of the traceback in the user's code (``code_dir``), where there is one."""
+    name = type(error).__name__
+    text = f"{name}: {_advice(error, trust_pickled) or first_line(error)}"
+    where = user_code_location(error, code_dir)
+    return f"{text} (at {where})" if where else text
+
+
+def user_code_location(error: BaseException, code_dir: Path) -> str | None:
+    """``FILE:LINE, in FUNCTION`` of the deepest frame in ``code_dir`` of the traceback of
+    ``error``, or of the error it was raised from (contract.py wraps an import's error)."""
+    root = os.path.realpath(code_dir)
+    for candidate in (error, error.__cause__):
+        if candidate is None:
+            continue
+        frames = [
+            frame
+            for frame in traceback.extract_tb(candidate.__traceback__)
+            if os.path.realpath(frame.filename).startswith(root + os.sep)
+        ]
+        if frames:
+            frame = frames[-1]
+            return f"{frame.filename}:{frame.lineno}, in {frame.name}"
+    return None
+
+
+def _advice(error: BaseException, trust_pickled: bool) -> str | None:
+    """What to do about a failure to unpickle a model, in place of torch's or pickle's message."""
+    message = str(error)
+    if isinstance(error, pickle.UnpicklingError) and _WEIGHTS_ONLY in message:
+        found = _REFUSED_GLOBAL.search(message)
+        holding = f" ({found.group(1)})" if found else ""
+        if trust_pickled:
+            # The variable lets torch.load unpickle only where weights_only is not given.
+            return (
+                f"torch.load refused a whole pickled model{holding}: this call passes "
+                f"weights_only=True, which {Env.TRUST_PICKLED_MODEL}=true does not override; "
+                "pass weights_only=False to trust the file, or save a state_dict or TorchScript"
+            )
+        return (
+            f"torch.load refused a whole pickled model{holding}, as torch does by default "
+            "(weights_only=True): save a state_dict or TorchScript instead, or, if you trust "
+            "the file, load it with torch.load(..., weights_only=False) or set "
+            f"{Env.TRUST_PICKLED_MODEL}=true"
+        )
+    if not _raised_while_unpickling(error):
+        return None
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        return (
+            f"{first_line(error)}: the pickled model's class lives in module {error.name}, "
+            "which must be importable where the model loads: put it in the code directory "
+            "next to inference.py (which is on sys.path), or install it"
+        )
+    found = _MISSING_MAIN_CLASS.search(message)
+    if isinstance(error, AttributeError) and found:
+        return (
+            f"the pickled model's class {found.group(1)} was defined in the script that saved "
+            "it (__main__), where unpickling cannot find it: move the class into a module "
+            "of the code directory, import it from there, and save the model again; or save "
+            "a state_dict or TorchScript"
+        )
+    return None
+
+
+def _raised_while_unpickling(error: BaseException) -> bool:
+    """Whether torch.load (torch/serialization.py) is on the traceback of ``error``."""
+    marker = os.path.join("torch", "serialization.py")
+    return any(
+        frame.filename.endswith(marker) for frame in traceback.extract_tb(error.__traceback__)
+    )

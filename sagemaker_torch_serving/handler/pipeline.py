@@ -106,7 +106,8 @@ class Pipeline:
             )
         content_type, params = media.parse_content_type(request.content_type)
         if self.contract.input_fn is not None:
-            return self.contract.input_fn(request.body, content_type, context=request.context)
+            body = media.user_body(request.body, content_type)
+            return self.contract.input_fn(body, content_type, context=request.context)
         return codecs.decode(request.body, content_type, params, self.settings.max_payload_bytes)
 
     def _predict(self, requests: list[Request], decoded: dict[int, Any]) -> list[Any]:
@@ -134,8 +135,9 @@ class Pipeline:
         content_type = media.parse_content_type(request.content_type)[0]
         accept = self._user_accept(request.accept)
         try:
+            body = media.user_body(request.body, content_type)
             result = self.contract.transform_fn(
-                self.model, request.body, content_type, accept, context=request.context
+                self.model, body, content_type, accept, context=request.context
             )
             return self._user_answer(request, result, accept, "transform_fn")
         except Exception as error:  # noqa: BLE001 - answered per request
@@ -153,9 +155,10 @@ class Pipeline:
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], str):
             result, content_type = result
         if result is None:
+            # The accept it got says which branch fell through (if accept == ...: return ...).
             raise InferenceError(
-                f"{function} returned None; it must return the answer's body (bytes or str), "
-                "or (body, content_type)"
+                f"{function} returned None for accept={accept!r}; it must return the answer's "
+                "body (bytes or str), or (body, content_type)"
             )
         if isinstance(result, str):
             result = result.encode()

@@ -130,9 +130,15 @@ def batching_query(settings: Settings) -> str:
 
 def worker_environment(settings: Settings, paths: RunPaths) -> dict[str, str]:
     """The environment of MMS and so of its workers: the settings as this process resolved
-    them, where the prestarted backend waits, and thread pools no larger than torch's."""
+    them, where the prestarted backend waits, and thread pools no larger than torch's.
+
+    With SERVING_TRUST_PICKLED_MODEL on, the user's own ``torch.load(path)`` in model_fn may
+    unpickle a whole model too: torch's variable turns its weights_only default off (a call
+    that passes weights_only=True explicitly keeps it), unless the user set torch's variable
+    that forces weights_only on (both at once make every torch.load fail).
+    """
     threads = str(settings.torch_threads)
-    return {
+    environment = {
         **os.environ,
         **settings.to_env(),
         Env.BACKEND_HANDOVER: str(paths.backend_handover),
@@ -140,3 +146,6 @@ def worker_environment(settings: Settings, paths: RunPaths) -> dict[str, str]:
         Env.MKL_NUM_THREADS: os.environ.get(Env.MKL_NUM_THREADS, threads),
         "PYTHONUNBUFFERED": "1",
     }
+    if settings.trust_pickled_model and Env.TORCH_FORCE_WEIGHTS_ONLY_LOAD not in os.environ:
+        environment.setdefault(Env.TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, "1")
+    return environment

@@ -1,7 +1,7 @@
 """The real image, built with scripts/build.py and run with Docker on 127.0.0.1 (--network host).
 
 The image is the CPU variant on a Debian bookworm base made with debootstrap (no registry can
-be reached here), with torch from the machine's wheelhouse. SERVING_TEST_IMAGE names a prebuilt
+be reached here), with torch from the machine's wheel folders. SERVING_TEST_IMAGE names a prebuilt
 image to use instead. Without a Docker engine the module is skipped, except in CI (CI=true).
 """
 
@@ -51,13 +51,32 @@ def image(client) -> str:
     subprocess.run([str(REPO / "scripts" / "make_base_image.sh"), BASE_IMAGE], check=True)
     command = [sys.executable, str(REPO / "scripts" / "build.py"), "--tag", TEST_IMAGE]
     command += ["--device", "cpu", "--base-image", BASE_IMAGE]
-    # A folder with the CPU torch wheel (pip's find-links here) spares the PyTorch index.
-    wheelhouse = Path(os.environ.get("PIP_FIND_LINKS", "/opt/wheels"))
-    if list(wheelhouse.glob("torch-*+cpu-*.whl")):
-        command += ["--wheelhouse", str(wheelhouse)]
+    for folder in local_wheel_folders():
+        command += ["--wheelhouse", folder]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     return TEST_IMAGE
+
+
+def local_wheel_folders() -> list[str]:
+    """The folders of wheels this machine's pip is configured with (find-links, and the files/
+    beside a file:// simple index): offered to the build, they spare PyPI several GB of torch."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
+    ).stdout
+    values = os.environ.get("PIP_FIND_LINKS", "").split()
+    for line in listed.splitlines():
+        key, _, value = line.partition("=")
+        if key.endswith(("find-links", "index-url")):
+            values += value.strip("'\"").split()
+    folders: list[str] = []
+    for value in values:
+        path = Path(value.removeprefix("file://"))
+        if value.startswith("file://") and path.name == "simple":
+            path = path.parent / "files"
+        if path.is_dir() and any(path.glob("*.whl")) and str(path) not in folders:
+            folders.append(str(path))
+    return folders
 
 
 class Container:
@@ -229,7 +248,7 @@ def test_other_commands_run_in_place_of_the_server(client, image):
     output = client.containers.run(
         image, ["python", "-c", "import torch; print(torch.__version__)"], remove=True
     )
-    assert output.decode().strip().startswith("2.13.0")
+    assert output.decode().strip().split("+")[0] == locked_version("torch")
     labels = client.images.get(image).labels
     assert labels.get("com.amazonaws.sagemaker.capabilities.accept-bind-to-port") == "true"
     assert "com.amazonaws.sagemaker.capabilities.multi-models" not in labels
@@ -305,3 +324,72 @@ def test_make_run_fails_in_one_clear_line(client, image, digits, case):
     assert stderr.startswith(f"run_local: {expected}"), stderr
     assert len(stderr.strip().splitlines()) == 1
     assert not serving_containers(client)  # a failed start leaves no container behind
+
+
+def locked_version(package: str) -> str:
+    lines = (REPO / "docker" / "torch.lock").read_text().splitlines()
+    return next(line.split("==")[1] for line in lines if line.startswith(f"{package}=="))
+
+
+# What users' handler code, written for AWS's stock containers, relies on in the image: the
+# locked torchvision working with its torch, every sagemaker_inference module importable, and
+# torch.compile's inductor finding its C++ compiler (it failed with InvalidCxxCompiler before).
+USERS_STACK = """
+import importlib, pkgutil, warnings
+import torch, torchvision, sagemaker_inference
+from torchvision import ops
+print(torch.__version__.split("+")[0], torchvision.__version__.split("+")[0])
+boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]])
+assert ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0]
+warnings.simplefilter("ignore")
+for info in pkgutil.walk_packages(sagemaker_inference.__path__, "sagemaker_inference."):
+    importlib.import_module(info.name)
+model = torch.compile(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()))
+print(tuple(model(torch.ones(2, 4)).shape))
+"""
+
+
+def test_the_users_stack_works_in_the_image(client, image):
+    output = client.containers.run(
+        image, ["python", "-c", USERS_STACK], remove=True, network_mode="none"
+    )
+    versions, compiled = output.decode().split("\n")[:2]
+    assert versions == f"{locked_version('torch')} {locked_version('torchvision')}"
+    assert compiled == "(2, 3)"
+
+
+@pytest.fixture(scope="module")
+def classifier_archive(tmp_path_factory) -> Path:
+    """The document's example as its README packages it: best.pt from torch.save(model) and
+    examples/image_classifier/code/ in a model.tar.gz."""
+    from tests.integration.test_seed_example import EXAMPLE
+
+    folder = tmp_path_factory.mktemp("classifier")
+    model_dir = folder / "model"
+    make_model = [sys.executable, str(EXAMPLE / "make_model.py"), "--out", str(model_dir)]
+    subprocess.run(make_model, check=True)
+    archive = folder / "archive" / "model.tar.gz"
+    pack(archive, model_dir, EXAMPLE / "code")
+    return archive
+
+
+@pytest.mark.parametrize("program", ["inference.py", "inference_transform_fn.py"])
+def test_the_documents_torchvision_example_in_the_image(run, classifier_archive, program):
+    from tests.integration.test_seed_example import image_request
+
+    container = run(
+        volumes=mount(classifier_archive.parent, "/opt/ml/model"),
+        env={"SAGEMAKER_PROGRAM": program},
+    )
+    container.wait_ready()
+    answer = container.invoke(image_request("RGBA"), "application/json")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    if program == "inference.py":
+        assert set(body) == {"statusCode", "predictions", "confidence_scores", "timestamp"}
+        (probabilities,) = body["confidence_scores"]
+    else:
+        assert set(body) == {"predicted_class", "confidence", "all_probabilities"}
+        probabilities = body["all_probabilities"]
+    assert len(probabilities) == 10
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)

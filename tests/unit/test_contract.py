@@ -212,3 +212,130 @@ def test_keyword_only_context_is_passed_or_refused_at_load(tmp_path: Path) -> No
         return  # refusing it at load is fine too
     assert contract.input_fn is not None
     assert contract.input_fn(b"x", "text/csv", context="ctx") == "ctx"
+
+
+def test_pre_model_fn_and_model_warmup_fn_are_read_as_the_toolkit_reads_them(
+    tmp_path: Path,
+) -> None:
+    path = _handler(
+        tmp_path,
+        """
+        def pre_model_fn(model_dir):
+            return ("pre", model_dir)
+
+        def model_warmup_fn(model_dir, model, context):
+            return ("warm", model_dir, model, context)
+        """,
+    )
+    contract = load_contract(path, required=True)
+    assert contract.pre_model_fn is not None and contract.model_warmup_fn is not None
+    assert contract.pre_model_fn("/m", context="ctx") == ("pre", "/m")
+    assert contract.model_warmup_fn("/m", "model", context="ctx") == ("warm", "/m", "model", "ctx")
+
+
+TOOLKIT_HANDLER = """
+    from sagemaker_inference.default_inference_handler import DefaultInferenceHandler
+
+    class Handler(DefaultInferenceHandler):
+        def default_model_fn(self, model_dir, context=None):
+            return ("class model", model_dir, context)
+
+        def default_input_fn(self, input_data, content_type, context=None):
+            return ("class input", input_data, context)
+
+    class NotAHandler:
+        def default_model_fn(self, model_dir):
+            return None
+
+    class Fussy(DefaultInferenceHandler):
+        def __init__(self):
+            raise RuntimeError("no GPU for this one")
+
+    class TooFew(DefaultInferenceHandler):
+        def default_predict_fn(self, data):
+            return data
+"""
+
+
+def _toolkit_handler(folder: Path) -> str:
+    module = f"handlers_{uuid.uuid4().hex}"
+    _handler(folder, TOOLKIT_HANDLER, f"{module}.py")
+    return module
+
+
+def test_a_handler_class_fills_what_inference_py_leaves_out(tmp_path: Path) -> None:
+    module = _toolkit_handler(tmp_path)
+    path = _handler(tmp_path, "def model_fn(model_dir):\n    return 'module model'\n")
+    contract = load_contract(path, required=False, handler_class=f"{module}:Handler")
+    assert contract.model_fn is not None and contract.model_fn.name == "model_fn"  # the module's
+    assert contract.model_fn("/m", context="ctx") == "module model"
+    assert contract.input_fn is not None
+    assert contract.input_fn.name == "Handler.default_input_fn"
+    assert contract.input_fn("[1]", "application/json", context="ctx") == (
+        "class input",
+        "[1]",
+        "ctx",
+    )
+    # The base class's predict_fn raises NotImplementedError: the default applies instead.
+    assert contract.predict_fn is None
+    assert contract.output_fn is not None
+    assert contract.output_fn.name == "Handler.default_output_fn"
+    assert contract.output_fn([1, 2], "application/json", context="ctx") == (
+        "[1, 2]",
+        "application/json",
+    )
+    assert f"{module}:Handler" in contract.describe()
+    assert "Handler.default_input_fn" in contract.describe()
+
+
+def test_a_handler_class_alone_and_without_inference_py(tmp_path: Path) -> None:
+    module = _toolkit_handler(tmp_path)
+    contract = load_contract(
+        tmp_path / "inference.py", required=False, handler_class=f"{module}:Handler"
+    )
+    assert contract.module_path is None
+    assert contract.model_fn is not None
+    assert contract.model_fn("/m", context="ctx") == ("class model", "/m", "ctx")
+
+
+def test_transform_fn_in_inference_py_replaces_the_classs_input_predict_and_output(
+    tmp_path: Path,
+) -> None:
+    module = _toolkit_handler(tmp_path)
+    path = _handler(tmp_path, "def transform_fn(model, body, content_type, accept):\n    pass\n")
+    contract = load_contract(path, required=False, handler_class=f"{module}:Handler")
+    assert contract.transform_fn is not None
+    assert contract.input_fn is contract.predict_fn is contract.output_fn is None
+    assert contract.model_fn is not None and contract.model_fn.name == "Handler.default_model_fn"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("{module}", "must be module:Class"),
+        ("nowhere_{module}:Handler", "there is no module nowhere_{module} in {folder}"),
+        ("{module}:Missing", "has no Missing"),
+        ("{module}:NotAHandler", "NotAHandler is not a subclass of sagemaker_inference"),
+        ("{module}:Fussy", "Fussy() failed: RuntimeError: no GPU for this one"),
+        ("{module}:TooFew", "TooFew.default_predict_fn must take (input_data, model)"),
+    ],
+)
+def test_a_bad_handler_class_is_one_clear_line(tmp_path: Path, value: str, expected: str) -> None:
+    module = _toolkit_handler(tmp_path)
+    value = value.format(module=module)
+    with pytest.raises(ContractError) as caught:
+        load_contract(tmp_path / "inference.py", required=False, handler_class=value)
+    message = str(caught.value)
+    assert expected.format(module=module, folder=tmp_path) in message
+    assert "\n" not in message
+    if "TooFew" not in value:
+        assert message.startswith(f"SERVING_HANDLER_CLASS={value}")
+
+
+def test_a_handler_module_that_fails_to_import_says_why(tmp_path: Path) -> None:
+    module = f"handlers_{uuid.uuid4().hex}"
+    _handler(tmp_path, "import not_installed_anywhere\n", f"{module}.py")
+    with pytest.raises(ContractError) as caught:
+        load_contract(tmp_path / "inference.py", required=False, handler_class=f"{module}:H")
+    assert f"importing {module} failed" in str(caught.value)
+    assert "not_installed_anywhere" in str(caught.value)

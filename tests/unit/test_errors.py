@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from sagemaker_inference import errors as toolkit_errors
 
 from sagemaker_torch_serving.errors import (
     BadRequest,
@@ -110,3 +111,49 @@ def test_out_of_memory_is_507_also_as_torchscript_rethrows_it() -> None:
     )
     assert status_for(rethrown, "predict")[0] == 507
     assert status_for(MemoryError(), "transform", "transform_fn")[0] == 507
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (toolkit_errors.GenericInferenceToolkitError(403), (403, "Invalid Request")),
+        (
+            toolkit_errors.GenericInferenceToolkitError(403, "this key may not", "Forbidden"),
+            (403, "Forbidden: this key may not"),
+        ),
+        (toolkit_errors.GenericInferenceToolkitError(429, "slow down"), (429, "slow down")),
+        (
+            toolkit_errors.BaseInferenceToolkitError(400, "bad image\nmore", "Bad Request"),
+            (400, "Bad Request: bad image\nmore"),
+        ),
+        (toolkit_errors.GenericInferenceToolkitError(503, "", ""), (503, "Invalid Request")),
+    ],
+)
+def test_the_toolkits_errors_keep_their_status_with_a_readable_message(
+    error: Exception, expected: tuple[int, str]
+) -> None:
+    assert "(" in str(error)  # the toolkit's own str() is a tuple's repr
+    for stage in ("input", "predict", "output", "transform"):
+        assert status_for(error, stage, "predict_fn") == expected
+
+
+def test_the_toolkits_unsupported_format_error_is_415_or_from_output_fn_406() -> None:
+    error = toolkit_errors.UnsupportedFormatError("application/x-parquet")
+    expected = "Content type application/x-parquet is not supported by this framework."
+    assert status_for(error, "input", "input_fn") == (415, expected)
+    assert status_for(error, "transform", "transform_fn") == (415, expected)
+    assert status_for(error, "output", "output_fn") == (406, expected)
+
+    class Subclass(toolkit_errors.UnsupportedFormatError):
+        pass
+
+    assert status_for(Subclass("text/html"), "output")[0] == 406
+
+
+def test_an_error_with_a_status_and_no_message_gets_the_statuss_phrase() -> None:
+    class Custom(Exception):
+        status_code = 409
+
+    assert status_for(Custom(), "predict", "predict_fn") == (409, "Conflict")
+    body = json.loads(error_body(409, "Conflict", "id"))
+    assert body["message"] == "Conflict"

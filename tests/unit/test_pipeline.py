@@ -74,8 +74,9 @@ def test_user_functions_with_context_and_custom_attributes(tmp_path):
         tmp_path,
         """
         def input_fn(body, content_type, context):
-            assert content_type == "application/json"
-            return [float(x) for x in body.decode().split()]
+            # JSON arrives as text, as the official toolkit hands it to input_fn.
+            assert content_type == "application/json" and isinstance(body, str)
+            return [float(x) for x in body.split()]
 
         def predict_fn(data, model):
             return {"sum": sum(data)}
@@ -170,7 +171,8 @@ def test_warm_up_runs_the_model_once(tmp_path):
 
 
 NONE_ANSWER = (
-    "returned None; it must return the answer's body (bytes or str), or (body, content_type)"
+    "returned None for accept='{accept}'; it must return the answer's body (bytes or str), "
+    "or (body, content_type)"
 )
 
 
@@ -183,24 +185,29 @@ NONE_ANSWER = (
     ],
 )
 def test_a_user_function_that_returns_no_answer_is_a_500_that_says_so(tmp_path, source, function):
-    answer = make_pipeline(tmp_path, source).run([request(b"[[1]]")])[0]
-    assert answer.status == 500
-    assert json.loads(answer.body)["message"] == f"{function} {NONE_ANSWER}"
+    pipeline = make_pipeline(tmp_path, source)
+    answers = pipeline.run([request(b"[[1]]"), request(b"[[1]]", Accept="text/csv")])
+    assert [answer.status for answer in answers] == [500, 500]
+    # Which accept it got: no Accept header is the default, application/json.
+    assert [json.loads(answer.body)["message"] for answer in answers] == [
+        f"{function} {NONE_ANSWER.format(accept=accept)}"
+        for accept in ("application/json", "text/csv")
+    ]
 
 
 FAILING = """
 def input_fn(body, content_type):
-    if body == b"input":
+    if body == "input":
         raise KeyError("no field 'x'")
     return body
 
 def predict_fn(data, model):
-    if data == b"predict":
+    if data == "predict":
         return 1 / 0
     return data
 
 def output_fn(prediction, accept):
-    if prediction == b"output":
+    if prediction == "output":
         raise TypeError("\\x1b[31mcannot encode\\x1b[0m a set")
     return prediction
 """
@@ -247,3 +254,21 @@ def test_a_500_from_a_default_names_the_default(tmp_path):
     assert json.loads(answer.body)["message"].startswith(
         "the default output_fn failed: TypeError: "
     )
+
+
+def test_json_and_csv_bodies_reach_user_code_as_text_as_in_the_official_toolkit(tmp_path):
+    pipeline = make_pipeline(
+        tmp_path,
+        """
+        def transform_fn(model, body, content_type, accept):
+            return type(body).__name__ + ":" + (body if isinstance(body, str) else body.hex())
+        """,
+    )
+    answers = pipeline.run(
+        [request(b"1,2", "text/csv"), request(b"\x00\xff", "application/octet-stream")]
+    )
+    assert [answer.body for answer in answers] == [b"str:1,2", b"bytes:00ff"]
+    # Not UTF-8: the client's fault, said as such, before user code runs.
+    answer = pipeline.run([request(b"\xff[1]", "application/json")])[0]
+    assert answer.status == 400
+    assert json.loads(answer.body)["message"].startswith("the application/json body is not UTF-8")

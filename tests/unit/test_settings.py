@@ -38,6 +38,8 @@ def test_defaults() -> None:
     assert settings.device == "auto"
     assert settings.trust_pickled_model is False
     assert settings.warmup_shape is None
+    assert settings.handler_class is None
+    assert settings.compile_model is False
     assert settings.vmargs == DEFAULT_VMARGS
     assert settings.run_dir is None
     assert settings.gpu_count == 0
@@ -144,6 +146,8 @@ def test_other_values_are_read() -> None:
             "SERVING_DEVICE": "CPU",
             "SERVING_WARMUP_SHAPE": "1, 3, 8, 8",
             "SERVING_RUN_DIR": "/tmp/run",
+            "SERVING_HANDLER_CLASS": " handlers.torch_handler:Outer.Handler ",
+            "SERVING_COMPILE": "true",
         }
     )
     assert settings.port == 9000
@@ -155,6 +159,8 @@ def test_other_values_are_read() -> None:
     assert settings.device == "cpu"
     assert settings.warmup_shape == (1, 3, 8, 8)
     assert settings.run_dir == Path("/tmp/run")
+    assert settings.handler_class == "handlers.torch_handler:Outer.Handler"
+    assert settings.compile_model is True
 
 
 @pytest.mark.parametrize(
@@ -173,6 +179,12 @@ def test_other_values_are_read() -> None:
         ("SERVING_TRUST_PICKLED_MODEL", "maybe"),
         ("SERVING_WARMUP_SHAPE", "1,x"),
         ("SERVING_WARMUP_SHAPE", "1,0,8"),
+        ("SERVING_HANDLER_CLASS", "handler"),
+        ("SERVING_HANDLER_CLASS", "handler.py:Handler"),
+        ("SERVING_HANDLER_CLASS", ":Handler"),
+        ("SERVING_HANDLER_CLASS", "handler:"),
+        ("SERVING_HANDLER_CLASS", "handler:Handler()"),
+        ("SERVING_COMPILE", "inductor"),
     ],
 )
 def test_invalid_values_raise_an_error_naming_the_variable(name: str, value: str) -> None:
