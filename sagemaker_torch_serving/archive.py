@@ -13,7 +13,9 @@ reproducibly (sorted names, zero times and owners).
 from __future__ import annotations
 
 import gzip
+import shutil
 import tarfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -53,20 +55,41 @@ def pack(out: Path, model_dir: Path, code_dir: Path | None = None) -> None:
 
 
 def unpack(archive_path: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> None:
-    """Extract ``archive_path`` into ``dest``, refusing anything that would escape it."""
+    """Extract ``archive_path`` into ``dest``, refusing anything that would escape it, and
+    anything that would not fit: over ``max_bytes``, or over the free space where it goes."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
+        if archive_path.stat().st_size == 0:
+            raise ArchiveError(f"{archive_path} is empty")
         with tarfile.open(archive_path, "r:*") as archive:
             members = [_checked(member) for member in archive.getmembers()]
             total = sum(member.size for member in members)
             if total > max_bytes:
                 raise ArchiveError(f"{archive_path} unpacks to {total} bytes, over {max_bytes}")
+            free = shutil.disk_usage(dest).free
+            if total > free:
+                raise ArchiveError(
+                    f"{archive_path} unpacks to {total} bytes, more than the {free} bytes free "
+                    f"in {dest}"
+                )
             if hasattr(tarfile, "data_filter"):
                 archive.extractall(dest, members=members, filter="data")
             else:
                 archive.extractall(dest, members=members)
+    except tarfile.ReadError as error:
+        # tarfile's own message only lists the compressions it tried.
+        raise ArchiveError(
+            f"{archive_path} is not a tar archive (gzip-compressed or plain)"
+        ) from error
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise ArchiveError(f"{archive_path} is truncated or corrupt: {_reason(error)}") from error
     except (tarfile.TarError, OSError) as error:
-        raise ArchiveError(f"cannot unpack {archive_path}: {error}") from error
+        raise ArchiveError(f"cannot unpack {archive_path}: {_reason(error)}") from error
+
+
+def _reason(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _checked(member: tarfile.TarInfo) -> tarfile.TarInfo:

@@ -6,13 +6,15 @@
 
 --model is a directory (mounted read-only at /opt/ml/model, as SageMaker does after unpacking
 model.tar.gz) or a model.tar.gz (mounted as the only file there, unpacked at start). The
-container's log streams here; Ctrl-C stops it as SageMaker does (SIGTERM, then SIGKILL after
-30 s). --network host serves on the host's 127.0.0.1 directly (for hosts without a bridge).
+container's log streams here; Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stops it as
+SageMaker does (SIGTERM, then SIGKILL after 30 s), and removes it. --network host serves on the
+host's 127.0.0.1 directly (for hosts without a bridge).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -26,6 +28,17 @@ from sagemaker_torch_serving.archive import ARCHIVE_SUFFIXES
 from sagemaker_torch_serving.settings import Env
 
 PROG = "run_local"
+# Set explicitly: a background shell starts us with SIGINT ignored, and SIGTERM and SIGHUP
+# would otherwise end this process without stopping the container.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(Exception):
+    """A signal asked run_local to stop the container."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
 
 
 def main(argv: list[str]) -> int:
@@ -69,8 +82,13 @@ def main(argv: list[str]) -> int:
     except docker.errors.ImageNotFound:
         return fail(PROG, f"image {args.image} not found: build it with `make build`")
     name = f"sagemaker-serving-{uuid.uuid4().hex[:8]}"
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop)
     try:
         container = client.containers.run(args.image, ["serve"], name=name, detach=True, **options)
+    except Stopped:
+        _remove(client, name)
+        return 130
     except docker.errors.APIError as error:
         _remove(client, name)  # a failed start leaves a container in state Created
         if args.gpu and "device driver" in str(error):
@@ -81,18 +99,22 @@ def main(argv: list[str]) -> int:
             )
         return fail(PROG, f"docker could not start the container: {error.explanation}")
 
-    print(f"{name}: serving {args.model} on port {args.port}; Ctrl-C stops it", flush=True)
     try:
-        for line in container.logs(stream=True, follow=True):
-            sys.stdout.write(line.decode(errors="replace"))
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        print(f"\nstopping {name}", flush=True)
-        container.stop(timeout=30)
-    code = container.wait()["StatusCode"]
-    container.remove()
-    print(f"{name} exited with code {code}")
-    return code
+        print(f"{name}: serving {args.model} on port {args.port}; Ctrl-C stops it", flush=True)
+        try:
+            for line in container.logs(stream=True, follow=True):
+                sys.stdout.write(line.decode(errors="replace"))
+                sys.stdout.flush()
+        except Stopped as stop:
+            for signum in STOP_SIGNALS:  # the stop itself is not to be cut short
+                signal.signal(signum, signal.SIG_IGN)
+            print(f"\n{stop}: stopping {name}", flush=True)
+            container.stop(timeout=30)
+        code: int = container.wait()["StatusCode"]
+        print(f"{name} exited with code {code}")
+        return code
+    finally:
+        _remove(client, name)  # also when this process fails, or a second signal comes early
 
 
 def _remove(client: docker.DockerClient, name: str) -> None:

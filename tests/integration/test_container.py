@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -287,11 +288,45 @@ def test_make_run_serves_the_model_until_ctrl_c(client, image, digits, tmp_path)
         assert status == "200 application/json"
         assert json.loads(body)["predicted_class"] == int(heldout["labels"][0])
     finally:
-        process.send_signal(__import__("signal").SIGINT)  # Ctrl-C
+        process.send_signal(signal.SIGINT)  # Ctrl-C
         code = process.wait(60)
     assert code == 0, log.read_text()
     assert "exited with code 0" in log.read_text()
     assert not serving_containers(client)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background shell starts its jobs
+
+
+@pytest.mark.parametrize(
+    ("stop", "inherited_sigint_ignored"),
+    [("SIGTERM", False), ("SIGHUP", False), ("SIGINT", True)],
+    ids=["sigterm", "sighup-closed-terminal", "ctrl-c-from-a-background-shell"],
+)
+def test_make_run_stops_its_container_on_every_stop_signal(
+    client, image, digits, tmp_path, stop, inherited_sigint_ignored
+):
+    port = free_port()
+    log = tmp_path / "run.log"
+    with log.open("w") as output:
+        process = run_local(
+            "--image", image, "--model", str(digits / "model"), "--port", str(port),
+            "--network", "host", stdout=output, stderr=subprocess.STDOUT,
+            preexec_fn=_ignore_sigint if inherited_sigint_ignored else None,
+        )  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", lambda: process.poll() is not None, log.read_text)
+        process.send_signal(getattr(signal, stop))
+        assert process.wait(60) == 0, log.read_text()
+        assert f"{stop}: stopping" in log.read_text()
+        assert not serving_containers(client)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for container in serving_containers(client):
+            container.remove(force=True)
 
 
 RUN_FAILURES = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import shutil
 import tarfile
 import time
 import uuid
@@ -219,10 +220,42 @@ def test_unpack_refuses_more_than_max_bytes(tmp_path: Path) -> None:
     assert _files(tmp_path / "roomy") == {"a.bin": b"\0" * 600, "b.bin": b"\0" * 600}
 
 
-def test_unpack_of_something_that_is_not_an_archive(tmp_path: Path) -> None:
+def test_unpack_of_something_that_is_not_an_archive_says_what_it_is(tmp_path: Path) -> None:
     out = tmp_path / "model.tar.gz"
-    out.write_bytes(b"not a tar file at all")
-    with pytest.raises(ArchiveError):
-        unpack(out, tmp_path / "dest")
-    with pytest.raises(ArchiveError):
+    cases = {
+        b"not a tar file at all": "is not a tar archive (gzip-compressed or plain)",
+        b"\x1f\x8b" + b"\0" * 30: "is not a tar archive (gzip-compressed or plain)",
+        b"": "is empty",
+    }
+    for content, reason in cases.items():
+        out.write_bytes(content)
+        with pytest.raises(ArchiveError) as raised:
+            unpack(out, tmp_path / "dest")
+        assert str(raised.value) == f"{out} {reason}"
+    with pytest.raises(ArchiveError, match=r"missing\.tar\.gz"):
         unpack(tmp_path / "missing.tar.gz", tmp_path / "dest")
+
+
+def test_unpack_of_a_truncated_archive_says_so(
+    tmp_path: Path, model_and_code: tuple[Path, Path]
+) -> None:
+    whole = tmp_path / "whole.tar.gz"
+    model_dir, _ = model_and_code
+    (model_dir / "weights.bin").write_bytes(uuid.uuid4().bytes * 4096)  # incompressible enough
+    pack(whole, model_dir)
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ArchiveError, match=r"cut.tar.gz is truncated or corrupt: EOFError"):
+        unpack(cut, tmp_path / "dest")
+
+
+def test_unpack_refuses_more_than_the_free_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "model.tar.gz"
+    with tarfile.open(out, "w:gz") as archive:
+        _add_file(archive, "model.bin", b"\0" * 5000)
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=4000))
+    with pytest.raises(ArchiveError, match="unpacks to 5000 bytes, more than the 4000 bytes free"):
+        unpack(out, tmp_path / "dest")
