@@ -265,33 +265,59 @@ def serving_containers(client) -> list:
     return [c for c in client.containers.list(all=True) if c.name.startswith("sagemaker-serving-")]
 
 
-def test_make_run_serves_the_model_until_ctrl_c(client, image, digits, tmp_path):
+class MakeRun:
+    """`make run MODEL=<digits> NETWORK=host` on a free port, its output in a log file."""
+
+    def __init__(self, image: str, digits: Path, tmp_path: Path, **popen) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = tmp_path / "run.log"
+        with self.log.open("w") as output:
+            self.process = run_local(
+                "--image", image, "--model", str(digits / "model"),
+                "--port", str(port), "--network", "host",
+                stdout=output, stderr=subprocess.STDOUT, **popen,
+            )  # fmt: skip
+
+    def wait_ready(self) -> None:
+        wait_ready(self.url, lambda: self.process.poll() is not None, self.log.read_text)
+
+
+@pytest.fixture
+def make_run(client, image, digits, tmp_path) -> Iterator[Callable[..., MakeRun]]:
+    """Starts `make run`; stops it and removes its container also when a test fails."""
+    started: list[MakeRun] = []
+
+    def start(**popen) -> MakeRun:
+        started.append(MakeRun(image, digits, tmp_path, **popen))
+        return started[-1]
+
+    yield start
+    for run in started:
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.wait()
+    for container in serving_containers(client):
+        container.remove(force=True)
+
+
+def test_make_run_serves_the_model_until_ctrl_c(client, make_run, digits, tmp_path):
     """`make run MODEL=... NETWORK=host` then `make invoke`, as a user runs them."""
-    port = free_port()
-    log = tmp_path / "run.log"
-    with log.open("w") as output:
-        process = run_local(
-            "--image", image, "--model", str(digits / "model"), "--port", str(port),
-            "--network", "host", stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, lambda: process.poll() is not None, log.read_text)
-        digit = tmp_path / "digit.png"
-        heldout = np.load(digits / "heldout.npz")
-        digit.write_bytes(png(heldout["images"][0]))
-        invoke = [sys.executable, str(REPO / "scripts" / "invoke.py"), "--file", str(digit)]
-        invoke += ["--url", url]
-        answer = subprocess.run(invoke, capture_output=True, text=True, timeout=30)
-        assert answer.returncode == 0, answer.stderr
-        status, body = answer.stdout.split("\n", 1)
-        assert status == "200 application/json"
-        assert json.loads(body)["predicted_class"] == int(heldout["labels"][0])
-    finally:
-        process.send_signal(signal.SIGINT)  # Ctrl-C
-        code = process.wait(60)
-    assert code == 0, log.read_text()
-    assert "exited with code 0" in log.read_text()
+    run = make_run()
+    run.wait_ready()
+    digit = tmp_path / "digit.png"
+    heldout = np.load(digits / "heldout.npz")
+    digit.write_bytes(png(heldout["images"][0]))
+    invoke = [sys.executable, str(REPO / "scripts" / "invoke.py"), "--file", str(digit)]
+    invoke += ["--url", run.url]
+    answer = subprocess.run(invoke, capture_output=True, text=True, timeout=30)
+    assert answer.returncode == 0, answer.stderr
+    status, body = answer.stdout.split("\n", 1)
+    assert status == "200 application/json"
+    assert json.loads(body)["predicted_class"] == int(heldout["labels"][0])
+    run.process.send_signal(signal.SIGINT)  # Ctrl-C
+    assert run.process.wait(60) == 0, run.log.read_text()
+    assert "exited with code 0" in run.log.read_text()
     assert not serving_containers(client)
 
 
@@ -305,28 +331,14 @@ def _ignore_sigint() -> None:
     ids=["sigterm", "sighup-closed-terminal", "ctrl-c-from-a-background-shell"],
 )
 def test_make_run_stops_its_container_on_every_stop_signal(
-    client, image, digits, tmp_path, stop, inherited_sigint_ignored
+    client, make_run, stop, inherited_sigint_ignored
 ):
-    port = free_port()
-    log = tmp_path / "run.log"
-    with log.open("w") as output:
-        process = run_local(
-            "--image", image, "--model", str(digits / "model"), "--port", str(port),
-            "--network", "host", stdout=output, stderr=subprocess.STDOUT,
-            preexec_fn=_ignore_sigint if inherited_sigint_ignored else None,
-        )  # fmt: skip
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", lambda: process.poll() is not None, log.read_text)
-        process.send_signal(getattr(signal, stop))
-        assert process.wait(60) == 0, log.read_text()
-        assert f"{stop}: stopping" in log.read_text()
-        assert not serving_containers(client)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for container in serving_containers(client):
-            container.remove(force=True)
+    run = make_run(preexec_fn=_ignore_sigint if inherited_sigint_ignored else None)
+    run.wait_ready()
+    run.process.send_signal(getattr(signal, stop))
+    assert run.process.wait(60) == 0, run.log.read_text()
+    assert f"{stop}: stopping" in run.log.read_text()
+    assert not serving_containers(client)
 
 
 RUN_FAILURES = {
