@@ -83,12 +83,15 @@ class Env:
     # Internal: how the serving process tells the processes it starts about this run.
     RUN_DIR = "SERVING_RUN_DIR"
     BACKEND_HANDOVER = "SERVING_BACKEND_HANDOVER"  # the waiting backend's socket (backend/)
-    # Not ours, read where CUDA's, the thread pools' and torch.load's own rules apply.
+    # Not ours, read where CUDA's, the thread pools', torch.load's and torch.compile's own
+    # rules apply.
     CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
     OMP_NUM_THREADS = "OMP_NUM_THREADS"
     MKL_NUM_THREADS = "MKL_NUM_THREADS"
     TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
     TORCH_FORCE_WEIGHTS_ONLY_LOAD = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    INDUCTOR_COMPILE_THREADS = "TORCHINDUCTOR_COMPILE_THREADS"
+    C_COMPILER = "CC"  # Triton's launcher, on GPUs
 
 
 DEFAULT_VMARGS = (

@@ -91,7 +91,7 @@ def _compiled(model: Any, device: torch.device, settings: Settings) -> tuple[Any
         raise ModelLoadError(_NO_COMPILER.format(what=missing))
     # One compile process per worker, unless asked otherwise: inductor's default pool starts a
     # process per CPU in every worker, and the workers already share the CPUs.
-    if "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
+    if Env.INDUCTOR_COMPILE_THREADS not in os.environ:
         from torch._inductor import config as inductor_config
 
         inductor_config.compile_threads = 1
@@ -116,7 +116,7 @@ def _missing_compiler(device: torch.device) -> str | None:
         return ""
     # Triton (inductor's GPU code) builds a small C launcher with CC, else cc, gcc or clang.
     if device.type == "cuda":
-        candidates = [os.environ.get("CC") or "", "cc", "gcc", "clang"]
+        candidates = [os.environ.get(Env.C_COMPILER) or "", "cc", "gcc", "clang"]
         if not any(name and shutil.which(name) for name in candidates):
             return " (and a C compiler for Triton on the GPU)"
     return None

@@ -161,12 +161,10 @@ def _load_pickled(path: Path, device: torch.device, trust_pickled: bool) -> torc
         loaded = torch.load(str(path), map_location=device, weights_only=True)
     except pickle.UnpicklingError as error:
         if not trust_pickled:
-            found = _REFUSED_GLOBAL.search(str(error))
-            holding = f" ({found.group(1)})" if found else ""
             raise ModelLoadError(
-                f"{path.name} is a pickled model{holding}, and loading it runs code from the "
-                f"file: set {Env.TRUST_PICKLED_MODEL}=true if you trust it, or ship "
-                "TorchScript, a torch.export .pt2 or ONNX instead"
+                f"{path.name} is a pickled model{_refused_class(error)}, and loading it runs "
+                f"code from the file: set {Env.TRUST_PICKLED_MODEL}=true if you trust it, or "
+                "ship TorchScript, a torch.export .pt2 or ONNX instead"
             ) from None
         loaded = torch.load(str(path), map_location=device, weights_only=False)
     if not isinstance(loaded, torch.nn.Module):
@@ -215,8 +213,7 @@ def _advice(error: BaseException, trust_pickled: bool) -> str | None:
     """What to do about a failure to unpickle a model, in place of torch's or pickle's message."""
     message = str(error)
     if isinstance(error, pickle.UnpicklingError) and _WEIGHTS_ONLY in message:
-        found = _REFUSED_GLOBAL.search(message)
-        holding = f" ({found.group(1)})" if found else ""
+        holding = _refused_class(error)
         if trust_pickled:
             # The variable lets torch.load unpickle only where weights_only is not given.
             return (
@@ -247,6 +244,12 @@ def _advice(error: BaseException, trust_pickled: bool) -> str | None:
             "a state_dict or TorchScript"
         )
     return None
+
+
+def _refused_class(error: BaseException) -> str:
+    """`` (module.Class)``, the class torch.load's weights-only refusal names, or ''."""
+    found = _REFUSED_GLOBAL.search(str(error))
+    return f" ({found.group(1)})" if found else ""
 
 
 def _raised_while_unpickling(error: BaseException) -> bool:
