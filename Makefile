@@ -1,6 +1,8 @@
 # make serve: serve the example model on 127.0.0.1:8080, as the container will (Ctrl-C stops it)
 # make test:  the whole test suite (make test-quick: without the tests that start servers or
 #             containers; the container tests need a Docker engine, see .ci/run)
+# make audit: known vulnerabilities (OSV) of the venv's packages and the Java libraries in MMS's
+#             jar; exit 1 when some are not accepted, 2 when it could not audit (e.g. offline)
 #
 # The image: make build [IMAGE=name:tag] [DEVICE=gpu|cpu] [BASE_IMAGE=...] [WHEELHOUSE="dir ..."]
 #            make run [MODEL=dir-or-model.tar.gz] [PORT=8080] [GPU=1] [NETWORK=bridge|host]
@@ -26,7 +28,7 @@ REGION ?=
 REPOSITORY ?=
 REGISTRY ?=
 
-.PHONY: venv plugin model package serve test test-quick test-container lint clean \
+.PHONY: venv plugin model package serve test test-quick test-container lint audit clean \
 	build run invoke push bench bench-quick bench-setup
 
 venv: $(VENV)/.installed
@@ -67,6 +69,9 @@ lint: venv
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
+
+audit: venv
+	$(PY) scripts/audit.py --python $(PY)
 
 build: venv
 	$(PY) scripts/build.py --tag $(IMAGE) --device $(DEVICE) \

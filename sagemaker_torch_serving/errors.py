@@ -14,6 +14,7 @@ from __future__ import annotations
 import http
 import json
 import re
+import signal
 from typing import Literal
 
 Stage = Literal["input", "predict", "output", "transform"]
@@ -193,3 +194,15 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     name, message = reason(error)  # CUDA's, as TorchScript rethrows it
     return name == "OutOfMemoryError" or message.startswith("CUDA out of memory.")
+
+
+_SIGNAL_HINTS = {signal.SIGKILL: " (out of memory?)", signal.SIGSEGV: " (a crash in native code)"}
+
+
+def process_ended(code: int) -> str:
+    """How a process ended, in words, from its exit code (negative: the signal that killed it,
+    as subprocess and os.waitstatus_to_exitcode give it)."""
+    if code < 0:
+        killer = signal.Signals(-code)
+        return f"was killed by {killer.name}{_SIGNAL_HINTS.get(killer, '')}"
+    return f"exited with code {code}"

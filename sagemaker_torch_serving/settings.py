@@ -19,6 +19,9 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SAGEMAKER_MODEL_SERVER_TIMEOUT | (same) | read as seconds too, when the _SECONDS one is unset |
 | SAGEMAKER_STARTUP_TIMEOUT | 600 | seconds the model may take to load |
 | SAGEMAKER_MAX_PAYLOAD_IN_MB | 6 | limit on request and response bodies |
+| SERVING_MAX_DECODED_MB | 32 x payload limit | limit on what one body decodes to (pixels, arrays) |
+| SERVING_REQUEST_READ_SECONDS | 20 | a whole request must arrive within this of its first byte |
+| SERVING_KEEPALIVE_SECONDS | 600 | an idle connection is closed after this many seconds |
 | SAGEMAKER_CONTAINER_LOG_LEVEL | 20 | Python logging level, a number or a name |
 | SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT | application/json | answer type when Accept is */* or none |
 | SAGEMAKER_MODEL_SERVER_BATCH_SIZE | 1 | requests MMS hands the handler at once |
@@ -68,6 +71,9 @@ class Env:
     TIMEOUT = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
     STARTUP_TIMEOUT = "SAGEMAKER_STARTUP_TIMEOUT"
     MAX_PAYLOAD_IN_MB = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
+    MAX_DECODED_MB = "SERVING_MAX_DECODED_MB"
+    REQUEST_READ_SECONDS = "SERVING_REQUEST_READ_SECONDS"
+    KEEPALIVE_SECONDS = "SERVING_KEEPALIVE_SECONDS"
     LOG_LEVEL = "SAGEMAKER_CONTAINER_LOG_LEVEL"
     DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
     BATCH_SIZE = "SAGEMAKER_MODEL_SERVER_BATCH_SIZE"
@@ -93,6 +99,10 @@ class Env:
     INDUCTOR_COMPILE_THREADS = "TORCHINDUCTOR_COMPILE_THREADS"
     C_COMPILER = "CC"  # Triton's launcher, on GPUs
 
+
+# The frontend (java/FrontDoor.java) moves a form body's Content-Type here, out of MMS's sight;
+# the worker (backend/protocol.py) moves it back.
+ORIGINAL_CONTENT_TYPE_HEADER = "x-serving-content-type"
 
 DEFAULT_VMARGS = (
     "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+UseParallelGC "
@@ -122,6 +132,9 @@ class Settings:
     timeout_seconds: int
     startup_timeout_seconds: int
     max_payload_bytes: int
+    max_decoded_bytes: int
+    request_read_seconds: int
+    keepalive_seconds: int
     log_level: int
     default_accept: str
     batch_size: int
@@ -152,6 +165,7 @@ class Settings:
         if device not in ("auto", "cpu", "cuda"):
             raise SettingsError(f"{Env.DEVICE} must be auto, cpu or cuda, got {device!r}")
         run_dir = env.text(Env.RUN_DIR, "")
+        payload_mb = env.positive_int(Env.MAX_PAYLOAD_IN_MB, 6)
         return cls(
             host=env.text(Env.HOST, "127.0.0.1"),
             port=env.port(Env.BIND_TO_PORT, 8080),
@@ -164,7 +178,10 @@ class Settings:
             gpu_count=gpu_count,
             timeout_seconds=timeout,
             startup_timeout_seconds=env.positive_int(Env.STARTUP_TIMEOUT, 600),
-            max_payload_bytes=env.positive_int(Env.MAX_PAYLOAD_IN_MB, 6) * MEBIBYTE,
+            max_payload_bytes=payload_mb * MEBIBYTE,
+            max_decoded_bytes=env.positive_int(Env.MAX_DECODED_MB, 32 * payload_mb) * MEBIBYTE,
+            request_read_seconds=env.positive_int(Env.REQUEST_READ_SECONDS, 20),
+            keepalive_seconds=env.positive_int(Env.KEEPALIVE_SECONDS, 600),
             log_level=env.log_level(Env.LOG_LEVEL, logging.INFO),
             default_accept=env.text(Env.DEFAULT_ACCEPT, "application/json"),
             batch_size=env.positive_int(Env.BATCH_SIZE, 1),

@@ -3,9 +3,11 @@ model whose every handler is a default."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -13,7 +15,21 @@ import torch
 from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-__all__ = ["REPO", "free_port"]
+__all__ = ["REPO", "free_port", "load_script"]
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py as a module, as `python scripts/<name>.py` runs it: with scripts/ on
+    sys.path, for the scripts' shared _common."""
+    path = REPO / "scripts" / f"{name}.py"
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from sagemaker_torch_serving.errors import process_ended
+from sagemaker_torch_serving.run_dir import RunPaths, has_loaded
 from sagemaker_torch_serving.settings import Env
 
 
@@ -134,7 +136,9 @@ def _fork_workers(
     connection from MMS's ``program`` (after a handover) is the backend's, not the workers'."""
     from sagemaker_torch_serving.backend import worker
 
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps ended workers
+    run_dir = os.environ.get(Env.RUN_DIR)
+    paths = RunPaths(Path(run_dir)) if run_dir else None
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap(paths))
     while True:
         connection, _ = listening.accept()
         if os.fork() == 0:
@@ -144,3 +148,24 @@ def _fork_workers(
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # user code may wait for children
             os._exit(worker.serve(connection, tmp_dir))
         connection.close()
+
+
+def _reap(paths: RunPaths | None) -> None:
+    """Reap ended workers. One that died before it loaded the model (killed for memory,
+    crashed in native code) could not say why, so this says it for it: the serving process
+    stops on a load failure (MMS alone would retry it forever)."""
+    from sagemaker_torch_serving.backend.worker import LOAD_FAILED
+
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        if paths is None or code in (0, LOAD_FAILED) or has_loaded(paths.loaded, pid):
+            continue
+        reason = f"worker {pid} {process_ended(code)} while loading the model"
+        if not paths.load_failure.exists():
+            paths.load_failure.write_text(reason + "\n")

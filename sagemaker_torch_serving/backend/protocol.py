@@ -23,6 +23,8 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import BinaryIO, Protocol
 
+from sagemaker_torch_serving.settings import ORIGINAL_CONTENT_TYPE_HEADER
+
 LOAD = b"L"
 PREDICT = b"I"
 END = -1
@@ -107,6 +109,8 @@ class FrameReader:
                 parameters[name] = self._bytes()
             # MMS forwards a raw body as the parameter "body" ("data" in older clients).
             body = parameters.get("body", parameters.get("data", b""))
+            if ORIGINAL_CONTENT_TYPE_HEADER in headers:  # a form body, hidden from MMS
+                headers["content-type"] = headers.pop(ORIGINAL_CONTENT_TYPE_HEADER)
             requests.append(WireRequest(request_id, headers, body))
         return requests
 

@@ -27,10 +27,14 @@ from sagemaker_torch_serving.handler.build import build_pipeline
 from sagemaker_torch_serving.handler.context import ServingContext
 from sagemaker_torch_serving.handler.model_loading import describe_load_failure
 from sagemaker_torch_serving.handler.pipeline import Pipeline, Request, error_answer
-from sagemaker_torch_serving.run_dir import ActivityMark, RunPaths
+from sagemaker_torch_serving.run_dir import RunPaths, mark_loaded
 from sagemaker_torch_serving.settings import Env, Settings
 
 logger = logging.getLogger(__name__)
+
+# The exit code of a worker that could not load the model and wrote why (process.py reports
+# any other death before loading).
+LOAD_FAILED = 3
 
 
 def serve(connection: socket.socket, tmp_dir: Path) -> int:
@@ -42,7 +46,7 @@ def serve(connection: socket.socket, tmp_dir: Path) -> int:
             if reader.command() == protocol.LOAD:
                 worker = _load(reader.load(), connection, tmp_dir)
                 if worker is None:
-                    return 1
+                    return LOAD_FAILED
             elif worker is None:
                 raise ValueError("MMS sent requests before loading the model")
             else:
@@ -121,7 +125,8 @@ class Worker:
         self.pipeline = pipeline
         self.connection = connection
         run_dir = pipeline.settings.run_dir
-        self.activity = ActivityMark(RunPaths(run_dir).activity) if run_dir else None
+        if run_dir is not None:
+            mark_loaded(RunPaths(run_dir).loaded)
         self._sending = threading.Lock()  # one answer per batch: ours or the watcher's
         self._batch: list[str] | None = None  # the request ids of the batch in progress
         self._batch_started = 0.0
@@ -135,8 +140,6 @@ class Worker:
         ids = [item.request_id for item in batch]
         self._batch_started = time.monotonic()
         self._batch = ids
-        if self.activity is not None:
-            self.activity.busy()
         properties = self.pipeline.system_properties
         requests = [
             Request(
@@ -158,8 +161,6 @@ class Worker:
         with self._sending:
             self._batch = None
             self.connection.sendall(frame)
-        if self.activity is not None:
-            self.activity.idle()
 
     def _watch(self, timeout: int) -> None:
         while True:

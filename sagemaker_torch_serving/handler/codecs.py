@@ -3,6 +3,12 @@
 Nothing here unpickles: npy and npz are read with ``allow_pickle=False``.
 JSON, JSON Lines and CSV become float32 tensors (as the official PyTorch toolkit does);
 npy and npz keep their dtype; images become float32 ``[1, 3, H, W]`` tensors in [0, 1].
+
+What a body decodes to is bounded by SERVING_MAX_DECODED_MB, checked before the memory is
+taken: an image's size from its header (a few hundred bytes of JPEG may declare 8192x8192
+pixels, 805 MB as float32), an array's shape and dtype from its .npy header. Over the limit is a
+413; a body that cannot be decoded, whatever the decoder raised, is a 400. Images are read in the
+formats of IMAGE_FORMATS only: those whose header gives the size before a pixel is decoded.
 """
 
 from __future__ import annotations
@@ -17,15 +23,35 @@ import numpy as np
 import orjson
 import torch
 
-from sagemaker_torch_serving.errors import BadRequest, InferenceError, UnsupportedContentType
+from sagemaker_torch_serving.errors import (
+    BadRequest,
+    InferenceError,
+    PayloadTooLarge,
+    UnsupportedContentType,
+    first_line,
+)
 from sagemaker_torch_serving.handler import media
+from sagemaker_torch_serving.settings import Env
 
-MAX_IMAGE_PIXELS = 8192 * 8192
-MAX_NPZ_EXPANSION = 16  # an npz may unpack to this many times the payload limit
+MAX_IMAGE_PIXELS = 8192 * 8192  # whatever SERVING_MAX_DECODED_MB allows
+IMAGE_CHANNELS = 3  # images become RGB
+# Pillow's formats whose header says the size of what decodes ("JPEG" opens MPO too: cameras').
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "QOI")
+FLOAT_BYTES = 4  # float32: images, JSON and CSV become it; so do float16 arrays in the model
+ARRAY_OVERHEAD = 1024  # what one array costs as a tensor besides its data, about
+MEBIBYTE = 1024 * 1024
 
 
-def decode(body: bytes, content_type: str, params: dict[str, str], max_bytes: int) -> Any:
-    """Decode a request body of ``content_type`` (already parsed) into tensors."""
+def decode(
+    body: bytes, content_type: str, params: dict[str, str], max_bytes: int, max_decoded: int
+) -> Any:
+    """Decode a request body of ``content_type`` (already parsed) into tensors.
+
+    ``max_bytes`` is the payload limit, ``max_decoded`` the limit on the bytes the body decodes
+    to (SERVING_MAX_DECODED_MB): over it is a 413 (PayloadTooLarge), raised before the memory is
+    taken. Whatever else a decoder raises is the body's fault, a 400 (BadRequest); but a
+    MemoryError stays one (a 507).
+    """
     decoder = DECODERS.get(content_type)
     if decoder is None:
         raise UnsupportedContentType(
@@ -34,11 +60,25 @@ def decode(body: bytes, content_type: str, params: dict[str, str], max_bytes: in
     if not body:
         raise BadRequest("the request body is empty")
     try:
-        return decoder(body, params, max_bytes)
-    except InferenceError:
+        return decoder(body, params, max_bytes, max_decoded)
+    except (InferenceError, MemoryError):
         raise
-    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise BadRequest(f"could not decode the {content_type} body: {error}") from None
+    except RecursionError:
+        message = f"could not decode the {content_type} body: it is nested too deeply"
+        raise BadRequest(message) from None
+    except Exception as error:  # noqa: BLE001 - the decoders read nothing but the client's body
+        # zlib.error, tokenize.TokenError (a .npy header), NotImplementedError (a zip's
+        # compression), struct.error, SyntaxError (Pillow's plugins): all malformed bodies.
+        raise BadRequest(f"could not decode the {content_type} body: {first_line(error)}") from None
+
+
+def too_large(what: str, size: int, max_decoded: int) -> PayloadTooLarge:
+    """The 413 for a body that would decode to ``size`` bytes, over ``max_decoded``."""
+    limit = f"{max_decoded / MEBIBYTE:g} MiB" if max_decoded >= MEBIBYTE else f"{max_decoded} B"
+    return PayloadTooLarge(
+        f"{what} decodes to {size} bytes, over the {max_decoded}-byte limit on what a request "
+        f"may decode to ({limit}, {Env.MAX_DECODED_MB})"
+    )
 
 
 def encode(prediction: Any, accept: str) -> bytes:
@@ -92,9 +132,24 @@ def _decode_text(body: bytes, content_type: str, charset: str | None) -> Any:
     return [[float(cell) for cell in line.split(",")] for line in lines if line.strip()]
 
 
-def _float_tensor(data: Any) -> torch.Tensor:
+def _float_tensor(data: Any, max_decoded: int) -> torch.Tensor:
+    size = math.prod(_nested_shape(data)) * FLOAT_BYTES
+    if size > max_decoded:
+        raise too_large("the body", size, max_decoded)
     array = np.asarray(data, dtype=np.float32)  # ragged or non-numeric input raises ValueError
     return torch.from_numpy(array)
+
+
+def _nested_shape(data: Any) -> list[int]:
+    """The shape of nested lists, as numpy finds it: the lengths along the first items (lists
+    of other lengths further on make np.asarray fail before it allocates)."""
+    shape = []
+    while isinstance(data, (list, tuple)):
+        shape.append(len(data))
+        if not data:
+            break
+        data = data[0]
+    return shape
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -105,68 +160,150 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _load_npy(stream: IO[bytes], available: int) -> np.ndarray:
-    """np.load of one .npy, after checking that its header claims no more than ``available``
-    bytes (numpy allocates the claimed shape before it reads a byte of data)."""
-    version = np.lib.format.read_magic(stream)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
-    else:
-        raise ValueError(f"npy format version {version} is not supported")
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy_header(stream: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and dtype a .npy's header declares, the stream left at its data.
+
+    Raises ValueError for anything malformed (numpy's header parser raises other things too,
+    e.g. tokenize's TokenError for a header length that cuts the header short).
+    """
+    if stream.read(len(NPY_MAGIC)) != NPY_MAGIC:
+        raise ValueError("the body is not a .npy array: it does not start with \\x93NUMPY")
+    stream.seek(-len(NPY_MAGIC), io.SEEK_CUR)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"npy format version {version} is not supported")
+    except MemoryError:
+        raise
+    except ValueError as error:  # numpy's own checks; UnicodeDecodeError
+        raise ValueError(f"the .npy header is malformed: {first_line(error)}") from None
+    except Exception as error:  # noqa: BLE001 - e.g. TokenError: the length cuts the dict short
+        kind = type(error).__name__
+        raise ValueError(f"the .npy header is malformed: it is no dict literal ({kind})") from None
+    if any(side < 0 for side in shape):
+        raise ValueError(f"the .npy header declares a negative shape {shape}")
+    return shape, dtype
+
+
+def _decoded_size(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
+    """The bytes an array of ``shape`` and ``dtype`` takes as a tensor in the model: floats
+    narrower than float32 count as float32 (the model's float dtype, by default)."""
+    itemsize = max(dtype.itemsize, FLOAT_BYTES) if dtype.kind == "f" else dtype.itemsize
+    return math.prod(shape) * itemsize
+
+
+def _load_npy(
+    stream: IO[bytes],
+    available: int,
+    max_decoded: int,
+    what: str,
+    before: int = 0,
+    overhead: int = 0,
+) -> np.ndarray:
+    """np.load of one .npy, after checking its header: it claims no more than ``available``
+    bytes of data (numpy allocates the claimed shape before it reads a byte of data), and that
+    with the ``before`` bytes of the body's arrays decoded already, and ``overhead``, it stays
+    within ``max_decoded`` (else a 413 that names the array as ``what``)."""
+    start = stream.tell()
+    shape, dtype = read_npy_header(stream)
+    if dtype.kind not in "biuf":
+        raise ValueError(f"arrays of dtype {dtype} cannot become tensors")
+    total = before + overhead + _decoded_size(shape, dtype)
+    if total > max_decoded:
+        what = f"{what} (shape {shape}, dtype {dtype})"
+        raise too_large(
+            f"{what}, with the arrays before it," if before else what, total, max_decoded
+        )
     claimed = math.prod(shape) * dtype.itemsize
     if claimed > available:
         raise ValueError(f"the header claims {claimed} bytes of data, the body holds less")
-    stream.seek(0)
+    stream.seek(start)
     array = np.load(stream, allow_pickle=False)
     if not isinstance(array, np.ndarray):
         raise ValueError("the body is not a single .npy array (an .npz is application/x-npz)")
     return array
 
 
+# Decoders take (body, Content-Type parameters, the payload limit, the decoded limit).
 def _decode_npz(
-    body: bytes, _params: dict[str, str], max_bytes: int
+    body: bytes, _params: dict[str, str], _max_bytes: int, max_decoded: int
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    max_unpacked = max_bytes * MAX_NPZ_EXPANSION
     arrays = []
+    decoded = 0  # what the arrays read so far take, each with its ARRAY_OVERHEAD
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
-        members = archive.infolist()
-        unpacked = sum(member.file_size for member in members)
-        if unpacked > max_unpacked:
-            raise ValueError(f"the archive unpacks to {unpacked} bytes, over {max_unpacked}")
-        for member in members:
+        for number, member in enumerate(archive.infolist()):
+            # Read from the archive as it unpacks: no copy of the member's bytes, and a
+            # header over the limit refused before its data is unpacked.
+            what = f"array {number} of the archive ({member.filename!r})"
             with archive.open(member) as stream:
-                arrays.append(_load_npy(io.BytesIO(stream.read()), member.file_size))
+                array = _load_npy(
+                    stream, member.file_size, max_decoded, what, decoded, ARRAY_OVERHEAD
+                )
+            decoded += ARRAY_OVERHEAD + _decoded_size(array.shape, array.dtype)
+            arrays.append(array)
     if not arrays:
         raise ValueError("the archive holds no arrays")
     tensors = tuple(_tensor(array) for array in arrays)
     return tensors[0] if len(tensors) == 1 else tensors
 
 
-def _decode_image(body: bytes, _params: dict[str, str], _max_bytes: int) -> torch.Tensor:
-    from PIL import Image  # Pillow's import costs ~50 ms: only workers that get images pay it
+def _decode_image(
+    body: bytes, _params: dict[str, str], _max_bytes: int, max_decoded: int
+) -> torch.Tensor:
+    # Pillow's import costs ~50 ms: only workers that get images pay it.
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(body)) as image:
+        # Image.open of these formats reads the header only: the size is known before a pixel
+        # is decoded. (Some others decode at open: an ICO its largest image, whatever size
+        # its directory claims.)
+        with Image.open(io.BytesIO(body), formats=IMAGE_FORMATS) as image:
             width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"the image has {width}x{height} pixels, over {MAX_IMAGE_PIXELS}")
+            _check_image_size(width, height, max_decoded)
             array = np.array(image.convert("RGB"))
-    except Image.DecompressionBombError as error:
-        raise ValueError(str(error)) from None
+    except Image.DecompressionBombError as error:  # over 2x Pillow's MAX_IMAGE_PIXELS
+        raise PayloadTooLarge(f"the image is too large: {first_line(error)}") from None
+    except UnidentifiedImageError:
+        raise ValueError(
+            f"not an image in a format this server reads ({', '.join(IMAGE_FORMATS)})"
+        ) from None
+    height, width, _ = array.shape
+    _check_image_size(width, height, max_decoded)  # a plugin that decoded another size
     tensor = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
     return tensor.to(torch.float32).div_(255.0)
 
 
-# Decoders take (body, Content-Type parameters, the payload limit).
-def _decode_csv(body: bytes, params: dict[str, str], _max_bytes: int) -> torch.Tensor:
-    return _float_tensor(_decode_text(body, media.CSV, params.get("charset")))
+def _check_image_size(width: int, height: int, max_decoded: int) -> None:
+    size = width * height * IMAGE_CHANNELS * FLOAT_BYTES
+    if size > max_decoded:
+        raise too_large(f"the {width}x{height} image", size, max_decoded)
+    if width * height > MAX_IMAGE_PIXELS:
+        raise PayloadTooLarge(
+            f"the image has {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS}"
+        )
 
 
-def _decode_json(content_type: str) -> Callable[[bytes, dict[str, str], int], torch.Tensor]:
-    def decode_json(body: bytes, params: dict[str, str], _max_bytes: int) -> torch.Tensor:
-        tensor = _float_tensor(_decode_text(body, content_type, params.get("charset")))
+def _decode_csv(
+    body: bytes, params: dict[str, str], _max_bytes: int, max_decoded: int
+) -> torch.Tensor:
+    return _float_tensor(_decode_text(body, media.CSV, params.get("charset")), max_decoded)
+
+
+def _decode_json(
+    content_type: str,
+) -> Callable[[bytes, dict[str, str], int, int], torch.Tensor]:
+    def decode_json(
+        body: bytes, params: dict[str, str], _max_bytes: int, max_decoded: int
+    ) -> torch.Tensor:
+        data = _decode_text(body, content_type, params.get("charset"))
+        tensor = _float_tensor(data, max_decoded)
         if torch.isnan(tensor).any():  # JSON has no NaN: it was a null
             raise ValueError("null is not a number")
         return tensor
@@ -174,8 +311,14 @@ def _decode_json(content_type: str) -> Callable[[bytes, dict[str, str], int], to
     return decode_json
 
 
-def _decode_npy(body: bytes, _params: dict[str, str], _max_bytes: int) -> torch.Tensor:
-    return _tensor(_load_npy(io.BytesIO(body), len(body)))
+def _decode_npy(
+    body: bytes, _params: dict[str, str], _max_bytes: int, max_decoded: int
+) -> torch.Tensor:
+    if body.startswith(b"PK"):
+        raise ValueError(
+            "the body is an .npz archive, not a single .npy array: send it as application/x-npz"
+        )
+    return _tensor(_load_npy(io.BytesIO(body), len(body), max_decoded, "the array"))
 
 
 def _encode_jsonlines(value: Any) -> bytes:
@@ -208,7 +351,7 @@ def _encode_npz(value: Any) -> bytes:
 
 
 # The media types the defaults read and write: the tables are the lists.
-DECODERS: dict[str, Callable[[bytes, dict[str, str], int], Any]] = {
+DECODERS: dict[str, Callable[[bytes, dict[str, str], int, int], Any]] = {
     media.JSON: _decode_json(media.JSON),
     media.JSONLINES: _decode_json(media.JSONLINES),
     media.CSV: _decode_csv,

@@ -40,6 +40,25 @@ def user_body(body: bytes, content_type: str) -> bytes | str:
         raise BadRequest(f"the {content_type} body is not UTF-8 text: {error.reason}") from None
 
 
+# A body that nests deeper than this and made its parser recurse too deeply (RecursionError) is
+# at fault, not the code that parsed it: no tensor nests so deep (numpy stops at 64 dimensions).
+DEEP_NESTING = 100
+
+
+def nesting_depth(body: bytes) -> int:
+    """How deep the brackets of ``body`` (``[{(`` and ``]})``, in any text) nest at most.
+
+    Cheap (numpy, no parse), and for the error path: telling a body nested 100,000 levels deep,
+    which makes a recursive parser such as ``json.loads`` raise RecursionError, from a bug.
+    """
+    import numpy as np  # only this error path needs it
+
+    step = np.zeros(256, dtype=np.int32)  # by byte: +1 opens, -1 closes
+    step[list(b"[{(")] = 1
+    step[list(b"]})")] = -1
+    return int(np.cumsum(step[np.frombuffer(body, dtype=np.uint8)]).max(initial=0))
+
+
 def parse_content_type(header: str | None, default: str = JSON) -> tuple[str, dict[str, str]]:
     """``"application/json; charset=UTF-8"`` -> ``("application/json", {"charset": "UTF-8"})``."""
     if not header or not header.strip():

@@ -3,6 +3,12 @@
 Every request gets its own answer: its own status, Content-Type and headers. An error in one
 request never fails the others, and never kills the worker. A 500 names the function that failed
 (the user's, or the default's description) and the exception; its traceback goes to the log.
+
+A request that fails frees its memory at once: an exception's traceback holds the frames it
+passed through, with their local variables (the decoded tensors, the model's intermediates), and
+an exception kept in a list by the frame that caught it is a reference cycle that only the
+garbage collector breaks. ``release`` drops the tracebacks as soon as an error is caught to be
+answered; the log gets their summary.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 
 from sagemaker_torch_serving.errors import (
     DEFAULT_SOURCES,
+    BadRequest,
     InferenceError,
     PayloadTooLarge,
     Stage,
@@ -22,7 +29,7 @@ from sagemaker_torch_serving.errors import (
 from sagemaker_torch_serving.handler import codecs, media
 from sagemaker_torch_serving.handler.context import ServingContext
 from sagemaker_torch_serving.handler.contract import Contract
-from sagemaker_torch_serving.handler.predict import Predictor
+from sagemaker_torch_serving.handler.predict import Predictor, release, traceback_text
 from sagemaker_torch_serving.settings import Env, Settings
 
 logger = logging.getLogger(__name__)
@@ -73,7 +80,10 @@ class Pipeline:
                 decoded[index] = self._input(request)
             except Exception as error:  # noqa: BLE001 - answered per request
                 answers[index] = self._error(request, error, "input")
-        for index, prediction in zip(decoded, self._predict(requests, decoded), strict=True):
+        indices = list(decoded)
+        predictions = self._predict(requests, decoded)
+        decoded.clear()  # the inputs go as soon as the forward pass is done with them
+        for index, prediction in zip(indices, predictions, strict=True):
             request = requests[index]
             if isinstance(prediction, Exception):
                 answers[index] = self._error(request, prediction, "predict")
@@ -108,7 +118,13 @@ class Pipeline:
         if self.contract.input_fn is not None:
             body = media.user_body(request.body, content_type)
             return self.contract.input_fn(body, content_type, context=request.context)
-        return codecs.decode(request.body, content_type, params, self.settings.max_payload_bytes)
+        return codecs.decode(
+            request.body,
+            content_type,
+            params,
+            self.settings.max_payload_bytes,
+            self.settings.max_decoded_bytes,
+        )
 
     def _predict(self, requests: list[Request], decoded: dict[int, Any]) -> list[Any]:
         if self.contract.predict_fn is None:
@@ -119,7 +135,7 @@ class Pipeline:
                 context = requests[index].context
                 results.append(self.contract.predict_fn(data, self.model, context=context))
             except Exception as error:  # noqa: BLE001 - answered per request
-                results.append(error)
+                results.append(release(error))
         return results
 
     def _output(self, request: Request, prediction: Any) -> Answer:
@@ -179,10 +195,17 @@ class Pipeline:
         return Answer(200, body, context.response_content_type or content_type, headers)
 
     def _error(self, request: Request, error: BaseException, stage: Stage) -> Answer:
+        release(error)
+        if stage in ("input", "transform") and isinstance(error, RecursionError):
+            depth = media.nesting_depth(request.body)
+            if depth > media.DEEP_NESTING:  # the body's fault, not a bug in the code that read it
+                message = f"the request body is nested {depth} levels deep, too deep to decode"
+                error = BadRequest(message)
         status, message = status_for(error, stage, self._source(stage))
         if status >= 500:
             source = self._source(stage)
-            logger.error("request %s: %s failed", request.request_id, source, exc_info=error)
+            trace = traceback_text(error)  # released: the summary of its traceback
+            logger.error("request %s: %s failed\n%s", request.request_id, source, trace)
         else:
             logger.info("request %s: %d %s", request.request_id, status, message)
         return error_answer(request.request_id, status, message)

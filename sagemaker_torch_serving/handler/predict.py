@@ -8,14 +8,18 @@ As in the official toolkit's default predict_fn, the model runs in eval mode (no
 once, when the Predictor is made) and without gradients. What fails is classified by whose fault
 it is: an input whose shape or dtype does not fit the model is the client's (400, with torch's
 reason); anything else the model raises is left as it is, for a 500 that names it.
+
+An input that fails leaves nothing behind: the exception kept for its answer is ``release``d,
+so that its traceback holds neither the input nor the model's intermediates.
 """
 
 from __future__ import annotations
 
 import re
+import traceback
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -56,6 +60,7 @@ class Predictor:
         except Exception as error:
             if is_out_of_memory(error):
                 if self.device.type == "cuda":
+                    release(error)  # the model's frames hold CUDA tensors the cache cannot free
                     torch.cuda.empty_cache()
                 raise OutOfMemory("the model ran out of memory on this input; send less") from None
             mismatch = input_mismatch(error)
@@ -83,7 +88,8 @@ class Predictor:
             try:
                 results[index] = self.predict(inputs[index])
             except Exception as error:  # noqa: BLE001 - answered per request
-                results[index] = error
+                # Kept in ``results``, it would hold this frame (and ``inputs``) in a cycle.
+                results[index] = release(error)
         return results
 
     def _to_device(self, value: Any) -> Any:
@@ -143,6 +149,62 @@ _MISMATCH = re.compile(
         )
     )
 )
+
+
+AnyError = TypeVar("AnyError", bound=BaseException)
+
+
+def release(error: AnyError) -> AnyError:
+    """``error`` without its traceback, nor those of the exceptions it chains to (its cause,
+    its context), what the log needs of them kept as a summary (``traceback_text``).
+
+    A traceback holds the frames the error passed through with their local variables (a
+    request's tensors, the model's intermediates), and through each frame's caller (``f_back``)
+    the frames still running, which may hold the error itself: a list of results, a cycle that
+    only the garbage collector would break, late. Clearing the frames' variables is not enough
+    for that: the callers' frames keep theirs once they return. So the tracebacks go.
+    """
+    chain = _chain(error)
+    has_frames = any(linked.__traceback__ is not None for linked in chain)
+    if has_frames and getattr(error, _SUMMARY, None) is None:
+        summary = traceback.TracebackException.from_exception(error, lookup_lines=False)
+        try:
+            setattr(error, _SUMMARY, summary)
+        except AttributeError:  # a __setattr__ that refuses: no summary for the log
+            pass
+    for linked in chain:
+        traceback.clear_frames(linked.__traceback__)  # also for whatever else holds a frame
+        linked.__traceback__ = None
+    return error
+
+
+def traceback_text(error: BaseException) -> str:
+    """The traceback of ``error`` as the log shows it, also after ``release``."""
+    summary = getattr(error, _SUMMARY, None)
+    if not isinstance(summary, traceback.TracebackException):
+        summary = traceback.TracebackException.from_exception(error)
+    return "".join(summary.format()).rstrip("\n")
+
+
+_SUMMARY = "_serving_traceback"
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions it chains to: causes, contexts, an ExceptionGroup's."""
+    seen: dict[int, BaseException] = {}
+    pending = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen[id(current)] = current
+        pending.extend(
+            linked for linked in (current.__cause__, current.__context__) if linked is not None
+        )
+        group = getattr(current, "exceptions", None)
+        if isinstance(group, tuple):
+            pending.extend(item for item in group if isinstance(item, BaseException))
+    return list(seen.values())
 
 
 def input_mismatch(error: BaseException) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import io
+import math
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -58,12 +59,18 @@ class RejectedNpy(GenericInferenceToolkitError, ValueError):  # type: ignore[mis
 
 
 def npy_to_numpy(npy_array: bytes) -> Any:
-    """The toolkit's ``decoder._npy_to_numpy``, except that it never unpickles."""
+    """The toolkit's ``decoder._npy_to_numpy``, except that it never unpickles, and that a
+    malformed header, or one that claims more data than the body holds (numpy would allocate
+    it before reading), is a 400."""
     import numpy as np  # imported already wherever the toolkit's decoder is
 
+    if bytes(npy_array[: len(_NPY_MAGIC)]) == _NPY_MAGIC:
+        _check_npy_header(npy_array)
     try:
         return np.load(io.BytesIO(npy_array), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - ValueError, OSError, tokenize's TokenError...
         # numpy takes anything without its magic string for a pickle, and says so: not useful.
         if bytes(npy_array[: len(_NPY_MAGIC)]) != _NPY_MAGIC:
             raise RejectedNpy("the application/x-npy body is not a .npy array") from None
@@ -75,6 +82,25 @@ def npy_to_numpy(npy_array: bytes) -> Any:
         raise RejectedNpy(
             f"the application/x-npy body is not a valid .npy array: {first_line(error)}"
         ) from None
+
+
+def _check_npy_header(npy_array: bytes) -> None:
+    # codecs imports torch: imported here, where user code runs (and has imported it).
+    from sagemaker_torch_serving.handler.codecs import read_npy_header
+
+    stream = io.BytesIO(npy_array)
+    try:
+        shape, dtype = read_npy_header(stream)
+    except ValueError as error:
+        raise RejectedNpy(
+            f"the application/x-npy body is not a valid .npy array: {first_line(error)}"
+        ) from None
+    claimed = math.prod(shape) * dtype.itemsize
+    if not dtype.hasobject and claimed > len(npy_array) - stream.tell():
+        raise RejectedNpy(
+            "the application/x-npy body is not a valid .npy array: its header claims "
+            f"{claimed} bytes of data (shape {shape}, dtype {dtype}), the body holds less"
+        )
 
 
 def guard_npy_decoder() -> None:

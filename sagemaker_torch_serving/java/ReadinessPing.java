@@ -49,8 +49,15 @@ public class ReadinessPing extends ModelServerEndpoint {
     @Override
     public void doGet(Request request, Response response, Context context) throws IOException {
         int loaded = loadedWorkers(context);
-        String status = draining ? "Draining" : loaded > 0 ? "Healthy" : "Unhealthy";
-        int code = loaded > 0 && !draining ? 200 : 503;
-        sendJson(response, code, "{\"status\": \"" + status + "\", \"workers\": " + loaded + "}");
+        // A 503's body has our error fields too; the front door adds its request_id.
+        String body = "{\"status\": \"Healthy\", \"workers\": " + loaded + "}";
+        if (draining) {
+            body = "{\"code\": 503, \"message\": \"the server is shutting down\", "
+                    + "\"status\": \"Draining\", \"workers\": " + loaded + "}";
+        } else if (loaded == 0) {
+            body = "{\"code\": 503, \"message\": \"no worker has the model loaded (yet)\", "
+                    + "\"status\": \"Unhealthy\", \"workers\": 0}";
+        }
+        sendJson(response, loaded > 0 && !draining ? 200 : 503, body);
     }
 }

@@ -13,11 +13,13 @@ import software.amazon.ai.mms.servingsdk.http.Response;
 /**
  * The serving process's control of MMS, on the management API (a Unix socket only it uses).
  *
- * <p>GET /serving: {"loaded_workers": n, "draining": bool}. PUT /serving?batch_size=&max_batch_delay=
- * sets batching on the loaded models: MMS gives models loaded at start a batch size of 1 and
- * only lets the registration API set it, but /invocations serves only models loaded at start;
+ * <p>GET /serving: {"loaded_workers": n, "draining": bool, "in_flight": n, "connections": n}:
+ * in_flight counts the requests the serving port accepted and has not answered yet.
+ * PUT /serving?batch_size=&max_batch_delay= sets batching on the loaded models: MMS gives
+ * models loaded at start a batch size of 1 and only lets the registration API set it, but /invocations serves only models loaded at start;
  * MMS's batch aggregator reads both values on every batch, so setting them here takes effect
- * at once. PUT /serving?draining=true turns /ping to 503 for a graceful shutdown.
+ * at once. PUT /serving?draining=true turns /ping to 503 and stops the serving port accepting
+ * connections (FrontDoor.stopAccepting), for a graceful shutdown.
  */
 @Endpoint(
         urlPattern = "serving",
@@ -49,13 +51,18 @@ public class ServingControl extends ModelServerEndpoint {
         }
         if (draining != null) {
             ReadinessPing.draining = Boolean.parseBoolean(draining);
+            if (ReadinessPing.draining) {
+                FrontDoor.stopAccepting();
+            }
         }
         reply(response, context);
     }
 
     private static void reply(Response response, Context context) throws IOException {
         int loaded = ReadinessPing.loadedWorkers(context);
-        String body = "{\"loaded_workers\": " + loaded + ", \"draining\": " + ReadinessPing.draining;
+        String body = "{\"loaded_workers\": " + loaded + ", \"draining\": " + ReadinessPing.draining
+                + ", \"in_flight\": " + FrontDoor.inFlight()
+                + ", \"connections\": " + FrontDoor.connections();
         for (com.amazonaws.ml.mms.wlm.Model model : ModelManager.getInstance().getModels().values()) {
             body += ", \"batch_size\": " + model.getBatchSize()
                     + ", \"max_batch_delay\": " + model.getMaxBatchDelay();

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from sagemaker_torch_serving.run_dir import MODEL_NAME, RunPaths
-from sagemaker_torch_serving.settings import Env, Settings
+from sagemaker_torch_serving.settings import ORIGINAL_CONTENT_TYPE_HEADER, Env, Settings
 
 PACKAGE = Path(__file__).resolve().parents[1]
 # MMS wants a handler name for the model; our worker (backend/worker.py) needs none.
@@ -25,17 +25,13 @@ NATIVE_DIR = PACKAGE / "java" / "native"  # Netty's epoll library, see build_plu
 # MMS runs <model_server_home>/mms/model_service_worker.py as the model's backend: ours.
 MMS_HOME = PACKAGE / "backend" / "mms_home"
 
-# MMS answers a body over its own limit with a bare 413 and no JSON. So MMS's limit is set
-# this many times higher, and the handler enforces the payload limit with a JSON 413;
-# only bodies beyond MMS's limit still get the bare one (SageMaker stops those before us).
-MMS_LIMIT_FACTOR = 4
 # Room for MMS's framing of an answer on top of the payload limit.
 RESPONSE_SLACK_BYTES = 64 * 1024
 
 
 def write_run_dir(settings: Settings, paths: RunPaths) -> None:
     """Write the config, the log config and the link to the model."""
-    paths.activity.mkdir()
+    paths.loaded.mkdir()
     paths.model_link.symlink_to(settings.model_dir.resolve(), target_is_directory=True)
     paths.config.write_text(properties(settings, paths))
     paths.log_config.write_text(log_config(settings.log_level))
@@ -52,7 +48,8 @@ def properties(settings: Settings, paths: RunPaths) -> str:
         "default_response_timeout_seconds": str(
             settings.startup_timeout_seconds + settings.timeout_seconds
         ),
-        "max_request_size": str(settings.max_payload_bytes * MMS_LIMIT_FACTOR),
+        # The front door (java/FrontDoor.java) answers larger bodies with a JSON 413 first.
+        "max_request_size": str(settings.max_payload_bytes),
         "max_response_size": str(settings.max_payload_bytes + RESPONSE_SLACK_BYTES),
         "number_of_gpu": str(settings.gpu_count),
         "decode_input_request": "false",
@@ -111,6 +108,7 @@ def java_command(settings: Settings, paths: RunPaths) -> list[str]:
         f"-Dlog4j.configurationFile=file://{paths.log_config}",
         f"-Djava.io.tmpdir={paths.root}",
         f"-Djava.library.path={NATIVE_DIR}",
+        *front_door_properties(settings),
         "-cp",
         class_path,
         "com.amazonaws.ml.mms.ModelServer",
@@ -119,6 +117,20 @@ def java_command(settings: Settings, paths: RunPaths) -> list[str]:
         "-f",
         str(paths.config),
     ]
+
+
+def front_door_properties(settings: Settings) -> list[str]:
+    """The serving port's limits, for java/FrontDoor.java (with the variables that set them,
+    for its messages)."""
+    values = {
+        "maxPayloadBytes": settings.max_payload_bytes,
+        "payloadVariable": Env.MAX_PAYLOAD_IN_MB,
+        "requestReadSeconds": settings.request_read_seconds,
+        "requestReadVariable": Env.REQUEST_READ_SECONDS,
+        "keepaliveSeconds": settings.keepalive_seconds,
+        "contentTypeHeader": ORIGINAL_CONTENT_TYPE_HEADER,
+    }
+    return [f"-Dserving.{name}={value}" for name, value in values.items()]
 
 
 def batching_query(settings: Settings) -> str:

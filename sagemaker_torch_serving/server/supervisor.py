@@ -12,6 +12,7 @@ directory and refuses to start a second server on the machine.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -24,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from sagemaker_torch_serving import run_dir
+from sagemaker_torch_serving.errors import process_ended
 from sagemaker_torch_serving.run_dir import MAX_SOCKET_PATH, RunPaths
 from sagemaker_torch_serving.server import mms_config, model_source
 from sagemaker_torch_serving.server.management import ManagementClient, ManagementError
@@ -99,7 +100,7 @@ class Server:
             return 1
         finally:
             self._stop_processes()
-            shutil.rmtree(paths.root, ignore_errors=True)
+            _remove_tree(paths.root)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         logger.info("%s received: stopping", signal.Signals(signum).name)
@@ -184,34 +185,54 @@ class Server:
         assert self.process is not None
         code = self.process.poll()
         if code is not None:
-            raise ServerError(f"MMS exited with code {code}; its log above says why")
+            raise ServerError(f"MMS's frontend {_exit_reason(code)}")
 
     def _check_backend_alive(self) -> None:
+        """The backend forks every worker MMS asks for: without it no worker can start again,
+        so its end is the server's (the platform then restarts the container)."""
         assert self.backend is not None
         code = self.backend.poll()
         if code is not None:
             raise ServerError(
-                f"the model's backend exited with code {code}; its log above says why"
+                f"the model's backend (pid {self.backend.pid}) {_exit_reason(code)}; "
+                "no worker can start without it, so the server stops"
             )
 
     def _serve(self, paths: RunPaths) -> None:
         while not self.stop_requested.wait(POLL_SECONDS * 4):
             self._check_mms_alive()
-        self._drain(paths)
+            self._check_backend_alive()
+            self._check_workers_can_load(paths)
+        self._drain()
 
-    def _drain(self, paths: RunPaths) -> None:
-        """Turn /ping to 503 and wait until no worker has had work for a moment."""
+    def _check_workers_can_load(self, paths: RunPaths) -> None:
+        """A worker MMS restarted could not load the model: fatal once none is left serving."""
+        try:
+            reason = paths.load_failure.read_text().strip()
+        except FileNotFoundError:
+            return
+        paths.load_failure.unlink(missing_ok=True)
+        state = self.management.state()
+        if state is not None and state["loaded_workers"] == 0:
+            raise ServerError(f"no worker can load the model any more: {reason}")
+        logger.error("a restarted worker could not load the model: %s", reason)
+
+    def _drain(self) -> None:
+        """Turn /ping to 503, answer what the frontend accepted, and wait until it has no
+        request in flight for a moment (java/FrontDoor.java: meanwhile answers close their
+        connections and new connections get 503)."""
         self.management.put("/serving?draining=true")
         deadline = time.monotonic() + self.settings.drain_seconds
         idle_since: float | None = None
         while time.monotonic() < deadline:
             now = time.monotonic()
-            if run_dir.any_busy(paths.activity):
+            state = self.management.state()
+            if state is None or state["in_flight"] > 0:
                 idle_since = None
             elif idle_since is None:
                 idle_since = now
             elif now - idle_since >= IDLE_TO_DRAIN_SECONDS:
-                logger.info("drained: no request in flight")
+                logger.info("drained: every accepted request was answered")
                 return
             time.sleep(POLL_SECONDS / 5)
         logger.warning("requests still in flight after %s; stopping anyway", Env.DRAIN_SECONDS)
@@ -223,6 +244,25 @@ class Server:
                 _stop_group(process)
         _reap_children()
         logger.info("stopped")
+
+
+def _remove_tree(root: Path) -> None:
+    """Remove the run directory, also folders whose mode forbids it to a user without root
+    (what a user's code may have made there): each is opened to its owner first."""
+    for folder, subfolders, _ in os.walk(root):
+        for name in subfolders:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):  # the link to a mounted model is left alone
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o700)
+    shutil.rmtree(root, ignore_errors=True)
+    if root.exists():
+        logger.warning("could not remove all of %s", root)
+
+
+def _exit_reason(code: int) -> str:
+    reason = process_ended(code)
+    return reason if code < 0 else f"{reason}; its log above says why"
 
 
 def _check_socket_paths(paths: RunPaths) -> None:

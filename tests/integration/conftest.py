@@ -47,6 +47,16 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> bool:
+        """Whether the log says ``text`` within ``timeout`` s: a worker's lines reach it through
+        MMS's reader of the worker's output, a moment after /ping may say 200."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def ping(self) -> int | None:
         try:
             return requests.get(f"{self.url}/ping", timeout=2).status_code

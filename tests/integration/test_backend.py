@@ -101,7 +101,7 @@ def predict(connection: socket.socket, body: bytes) -> dict:
 
 @pytest.fixture
 def environment(tmp_path: Path, scale_model: Path) -> dict[str, str]:
-    (tmp_path / "activity").mkdir()
+    (tmp_path / "loaded").mkdir()
     return {
         **os.environ,
         "SERVING_MODEL_DIR": str(scale_model),

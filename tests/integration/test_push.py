@@ -9,7 +9,6 @@ an ECR host: the ECR half is checked up to the login credentials and the URI.
 Skipped when no Docker engine answers, unless CI=true (then those are failures).
 """
 
-import importlib.util
 import io
 import json
 import os
@@ -22,7 +21,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import NoReturn
 
 import boto3
@@ -30,9 +28,9 @@ import docker
 import pytest
 import requests
 
+from tests.conftest import REPO, load_script
 from tests.ports import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 PUSH_SCRIPT = REPO / "scripts" / "push.py"
 BASE_IMAGE = "local/bookworm:base"
 # Where a proxy-aware client (botocore, requests) would send anything not meant for 127.0.0.1.
@@ -40,20 +38,7 @@ DEAD_PROXY = "http://127.0.0.1:9"
 PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 DIGEST = r"sha256:[0-9a-f]{64}"
 
-
-def load_push() -> ModuleType:
-    # As `python scripts/push.py` does: scripts/ on sys.path, for the scripts' shared _common.
-    if str(PUSH_SCRIPT.parent) not in sys.path:
-        sys.path.insert(0, str(PUSH_SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("push_script", PUSH_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-push = load_push()
+push = load_script("push")
 
 
 def unavailable(reason: str) -> NoReturn:

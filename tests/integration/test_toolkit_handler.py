@@ -103,7 +103,7 @@ def test_a_toolkit_handler_class_is_served_with_batching_errors_and_context(
         SERVING_MAX_BATCH_DELAY_MS="200",
     )
     server.wait_ready()
-    assert "handler:Handler: user Handler.default_pre_model_fn" in server.log()
+    assert server.wait_for_log("handler:Handler: user Handler.default_pre_model_fn")
 
     response = post(server, b"[[1, 2]]", "application/json")
     assert response.status_code == 200, response.text

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import shutil
+import stat
 import tarfile
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -259,3 +262,199 @@ def test_unpack_refuses_more_than_the_free_space(
     monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=4000))
     with pytest.raises(ArchiveError, match="unpacks to 5000 bytes, more than the 4000 bytes free"):
         unpack(out, tmp_path / "dest")
+
+
+# Decompression bombs: refused from the members' headers, before their data is decompressed.
+
+
+def _write_zeros_bomb(out: Path, size: int, name: str = "model.pt") -> None:
+    """A .tar.gz holding one file of ``size`` zero bytes, written without ever holding or
+    compressing ``size`` bytes: gzip allows a file of several members, so one compressed chunk
+    of zeros is written again and again (16 MiB of zeros compress to 16 KB)."""
+    chunk = 16 * 1024**2
+    zeros = gzip.compress(b"\0" * chunk, compresslevel=9, mtime=0)
+    info = tarfile.TarInfo(name)
+    info.size = size
+    with out.open("wb") as raw:
+        raw.write(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT), mtime=0))
+        for _ in range(size // chunk):
+            raw.write(zeros)
+        tail = size % chunk + (-size) % tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE
+        raw.write(gzip.compress(b"\0" * tail, mtime=0))
+
+
+def test_unpack_refuses_a_gzip_bomb_before_writing_or_decompressing_it(tmp_path: Path) -> None:
+    bomb = tmp_path / "model.tar.gz"
+    _write_zeros_bomb(bomb, 5 * 1024**3)
+    assert bomb.stat().st_size < 6 * 1024**2  # 5 GiB of zeros in about 5 MB, as in the issue
+    with tarfile.open(bomb) as archive:  # a true archive: its one member says 5 GiB
+        first = archive.next()
+        assert first is not None and first.size == 5 * 1024**3
+    dest = tmp_path / "dest"
+    started = time.monotonic()
+    with pytest.raises(ArchiveError) as raised:
+        unpack(bomb, dest)
+    elapsed = time.monotonic() - started
+    assert str(raised.value) == (
+        f"{bomb} unpacks to {5 * 1024**3} bytes or more, over 250 times its own "
+        f"{bomb.stat().st_size} bytes: refused as a likely decompression bomb"
+    )
+    assert "\n" not in str(raised.value)
+    # Decompressing 5 GiB takes 15 s; refusing from the header takes milliseconds.
+    assert elapsed < 1.0, elapsed
+    assert list(dest.iterdir()) == []
+
+
+def test_unpack_refuses_a_bomb_spread_over_many_members(tmp_path: Path) -> None:
+    out = tmp_path / "many.tar.gz"
+    with tarfile.open(out, "w:gz") as archive:
+        for index in range(8):
+            _add_file(archive, f"part-{index}.bin", b"\0" * 1024**2)
+    compressed = out.stat().st_size
+    assert 8 * 1024**2 > 50 * compressed
+    dest = tmp_path / "dest"
+    with pytest.raises(ArchiveError, match="over 50 times its own"):
+        unpack(out, dest, max_ratio=50, ratio_floor=1024**2)
+    assert list(dest.iterdir()) == []
+    # The same archive is fine when its size stays under the floor.
+    unpack(out, tmp_path / "roomy", max_ratio=50, ratio_floor=8 * 1024**2)
+    assert len(_files(tmp_path / "roomy")) == 8
+
+
+def test_unpack_takes_small_archives_that_compress_very_well(tmp_path: Path) -> None:
+    # Text (vocabularies, configs) compresses hundreds of times: fine under the 1 GiB floor.
+    vocab = b"".join(b"token_%d\n" % (index % 10) for index in range(500_000))
+    out = tmp_path / "model.tar.gz"
+    with tarfile.open(out, "w:gz") as archive:
+        _add_file(archive, "vocab.txt", vocab)
+        _add_file(archive, "config.json", b"{}" * 100_000)
+    assert len(vocab) > 250 * out.stat().st_size
+    unpack(out, tmp_path / "dest")
+    assert _files(tmp_path / "dest")["vocab.txt"] == vocab
+
+
+# Modes: an archive's folder of mode 000 must not become a folder its unpacker cannot remove.
+
+
+def _add_dir(archive: tarfile.TarFile, name: str, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = mode
+    archive.addfile(info)
+
+
+def _add_file_with_mode(archive: tarfile.TarFile, name: str, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = 4
+    info.mode = mode
+    info.uid = info.gid = 4242
+    archive.addfile(info, io.BytesIO(b"data"))
+
+
+HOSTILE_MODES = {  # member: (its mode in the archive, the mode it must have on disk)
+    "locked": (0o000, 0o755),
+    "locked/weights.bin": (0o000, 0o644),
+    "locked/inner": (0o500, 0o755),
+    "locked/inner/more.bin": (0o400, 0o644),
+    "execute-only": (0o100, 0o755),
+    "execute-only/run.sh": (0o4755, 0o755),  # set-uid dropped, exec kept
+    "group-exec.txt": (0o070, 0o644),  # exec only where the owner may execute
+    "tool": (0o700, 0o755),
+    "secret.txt": (0o600, 0o644),
+    "shared": (0o777, 0o755),
+}
+
+
+def _write_hostile_modes(out: Path) -> None:
+    with tarfile.open(out, "w:gz") as archive:
+        for name, (mode, _) in HOSTILE_MODES.items():
+            if "." in name or name in ("tool",):
+                _add_file_with_mode(archive, name, mode)
+            else:
+                _add_dir(archive, name, mode)
+
+
+@pytest.fixture(params=["with data_filter", "without data_filter"])
+def data_filter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both of unpack's ways: with tarfile's data filter, and as on Pythons before 3.11.4."""
+    if request.param == "without data_filter":
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    return str(request.param)
+
+
+def test_unpack_writes_safe_modes_whatever_the_archive_says(
+    tmp_path: Path, data_filter: str
+) -> None:
+    out = tmp_path / "model.tar.gz"
+    _write_hostile_modes(out)
+    dest = tmp_path / "dest"
+    unpack(out, dest)
+    found = {
+        path.relative_to(dest).as_posix(): stat.S_IMODE(path.stat().st_mode)
+        for path in dest.rglob("*")
+    }
+    assert found == {name: expected for name, (_, expected) in HOSTILE_MODES.items()}
+    for path in dest.rglob("*"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid())
+
+
+def _clean_up_in_this_process(how: str, archive_path: Path, dest: Path) -> str:
+    if how == "tarfile as it is":
+        trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
+        with tarfile.open(archive_path) as opened:
+            opened.extractall(dest, **trusted)  # type: ignore[arg-type]
+    else:
+        if how == "unpack without data_filter":
+            del tarfile.data_filter  # in the forked child only
+        unpack(archive_path, dest)
+    shutil.rmtree(dest, ignore_errors=True)  # as the supervisor removes its run directory
+    return "left behind" if dest.exists() else "all removed"
+
+
+def _unpack_and_clean_up_as_a_user(how: str) -> str:
+    """Unpack the hostile archive and remove it, in a forked child that has no root powers:
+    uid 1000 (as `docker run --user 1000`) when the tests run as root, else the tests' own user.
+    A fork, not a new interpreter: this one lives under /root, which uid 1000 may not read."""
+    workdir = Path(tempfile.mkdtemp(prefix="archive-modes-"))  # not tmp_path: root's, 0o700
+    try:
+        archive_path = workdir / "model.tar.gz"
+        _write_hostile_modes(archive_path)
+        if os.geteuid() == 0:
+            os.chmod(workdir, 0o755)
+            os.chown(workdir, 1000, 1000)
+        readable, writable = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                os.close(readable)
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setgid(1000)
+                    os.setuid(1000)
+                answer = _clean_up_in_this_process(how, archive_path, workdir / "d")
+                code = 0
+            except BaseException as error:  # noqa: BLE001 - reported to the parent
+                answer = f"{type(error).__name__}: {error}"
+            finally:
+                os.write(writable, answer.encode())
+                os._exit(code)
+        os.close(writable)
+        with os.fdopen(readable, "rb") as pipe:
+            answer = pipe.read().decode()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, answer
+        return answer
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # root may remove anything
+
+
+@pytest.mark.parametrize("how", ["unpack", "unpack without data_filter"])
+def test_a_user_without_root_can_remove_everything_unpack_wrote(how: str) -> None:
+    assert _unpack_and_clean_up_as_a_user(how) == "all removed"
+
+
+def test_the_cleanup_check_sees_the_bug_that_unpack_prevents() -> None:
+    # The same archive extracted with the archive's modes cannot be removed: the check above
+    # would see the folder of mode 000 left behind.
+    assert _unpack_and_clean_up_as_a_user("tarfile as it is") == "left behind"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -14,15 +16,27 @@ import pytest
 import torch
 from PIL import Image
 
-from sagemaker_torch_serving.errors import BadRequest, UnsupportedContentType
-from sagemaker_torch_serving.handler import media
+from sagemaker_torch_serving.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    UnsupportedContentType,
+    status_for,
+)
+from sagemaker_torch_serving.handler import codecs, media
 from sagemaker_torch_serving.handler.codecs import MAX_IMAGE_PIXELS, decode, encode
+from sagemaker_torch_serving.settings import Settings
 
 LIMIT = 6 * 1024 * 1024
+DECODED_LIMIT = 32 * LIMIT  # SERVING_MAX_DECODED_MB's default: 192 MiB
 
 
-def _decode(body: bytes, content_type: str, params: dict[str, str] | None = None) -> Any:
-    return decode(body, content_type, params or {}, LIMIT)
+def _decode(
+    body: bytes,
+    content_type: str,
+    params: dict[str, str] | None = None,
+    max_decoded: int = DECODED_LIMIT,
+) -> Any:
+    return decode(body, content_type, params or {}, LIMIT, max_decoded)
 
 
 def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
@@ -266,14 +280,15 @@ def test_pickled_payload_is_never_unpickled(tmp_path: Path, content_type: str) -
     assert not marker.exists()
 
 
-def test_npz_that_unpacks_past_the_limit_is_a_bad_request() -> None:
+def test_npz_that_unpacks_past_the_decoded_limit_is_a_413() -> None:
     body = _npz(np.zeros(1024 * 1024, dtype=np.uint8), compressed=True)
-    max_bytes = 16 * 1024  # the archive may unpack to 16x this: 256 KiB, far under 1 MiB
-    assert len(body) < max_bytes
-    with pytest.raises(BadRequest, match="unpacks to"):
-        decode(body, media.NPZ, {}, max_bytes)
+    max_decoded = 256 * 1024
+    assert len(body) < max_decoded
+    with pytest.raises(PayloadTooLarge, match="decodes to") as caught:
+        _decode(body, media.NPZ, max_decoded=max_decoded)
+    assert caught.value.status_code == 413
     # The same archive is fine under a limit it fits.
-    assert decode(body, media.NPZ, {}, 1024 * 1024).shape == (1024 * 1024,)
+    assert _decode(body, media.NPZ, max_decoded=2 * 1024 * 1024).shape == (1024 * 1024,)
 
 
 def test_image_over_the_pixel_limit_is_refused_before_decoding() -> None:
@@ -281,10 +296,12 @@ def test_image_over_the_pixel_limit_is_refused_before_decoding() -> None:
     assert side * side > MAX_IMAGE_PIXELS
     body = _png_claiming(side, side)
     assert len(body) < 1000
-    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(BadRequest) as caught:
-        _decode(body, media.PNG)
+    # Over the pixel limit even where SERVING_MAX_DECODED_MB would allow it.
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(PayloadTooLarge) as caught:
+        _decode(body, media.PNG, max_decoded=2**40)
     # Refused for its size: decoding would have failed on the missing rows instead.
     assert f"{side}x{side}" in str(caught.value)
+    assert caught.value.status_code == 413
 
 
 def test_image_under_the_pixel_limit_decodes() -> None:
@@ -293,17 +310,278 @@ def test_image_under_the_pixel_limit_decodes() -> None:
     assert _decode(body, media.PNG).shape == (1, 3, 3, 9)
 
 
-def test_npy_header_claiming_a_huge_shape_is_a_bad_request() -> None:
+def _npy_header(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        header, {"descr": "<f8", "fortran_order": False, "shape": (2**50,)}
+        header, {"descr": descr, "fortran_order": False, "shape": shape}
     )
+    return header.getvalue()
+
+
+def test_npy_header_claiming_a_huge_shape_is_a_413_before_numpy_allocates() -> None:
+    with pytest.raises(PayloadTooLarge) as caught:
+        _decode(_npy_header((2**50,)) + b"\0" * 64, media.NPY)
+    assert caught.value.status_code == 413
+    assert "(1125899906842624,)" in str(caught.value)
+    assert "SERVING_MAX_DECODED_MB" in str(caught.value)
+
+
+def test_npy_header_claiming_more_than_the_body_holds_is_a_bad_request() -> None:
+    # Under the decoded limit, but the body holds 64 of the 8192 bytes the header claims.
+    with pytest.raises(BadRequest, match="the body holds less") as caught:
+        _decode(_npy_header((1024,)) + b"\0" * 64, media.NPY)
+    assert caught.value.status_code == 400
+
+
+def _patched_length(header: bytes, length: int) -> bytes:
+    return header[:8] + struct.pack("<H", length) + header[10:]
+
+
+MAGIC = b"\x93NUMPY\x01\x00"
+
+
+def _raw_header(text: str) -> bytes:
+    return MAGIC + struct.pack("<H", len(text)) + text.encode("latin-1")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        MAGIC + b"garbage after the magic string",
+        MAGIC,  # no header length
+        _patched_length(_npy_header((2,)), 5000) + b"\0" * 16,  # longer than the body
+        _patched_length(_npy_header((2,)), 10) + b"\0" * 16,  # cuts the dict short
+        _patched_length(_npy_header((2,)), 0) + b"\0" * 16,
+        _raw_header("[1, 2, 3]\n"),  # not a dict
+        _raw_header("{'descr': '<f4', 'shape': (2,)}\n"),  # a key missing
+        _raw_header("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,)}\n"),
+        _raw_header("{'descr': '<f4', 'fortran_order': False, 'shape': (-1, -2)}\n"),
+        _raw_header("{'descr': '<f4', 'fortran_order': False, 'shape': 'big'}\n"),
+        _raw_header("{'descr': 'zz', 'fortran_order': False, 'shape': (2,)}\n"),
+        _raw_header("{'descr': {'names': 1}, 'fortran_order': False, 'shape': (2,)}\n"),
+        _raw_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2 ** 99,)}\n"),
+        _raw_header("[" * 5000 + "]" * 5000),
+        _raw_header("{" * 20000),  # over numpy's header size limit
+        b"\x93NUMPY\x03\x00" + struct.pack("<I", 4) + b"\xff\xfe{}",  # not UTF-8
+        b"\x93NUMPY\x09\x00" + struct.pack("<I", 2) + b"{}",  # unknown version
+        b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**31) + b"{}",  # v2: a 2 GiB header
+    ],
+)
+def test_a_malformed_npy_header_is_a_400_that_says_so(body: bytes) -> None:
+    with pytest.raises(BadRequest) as caught:
+        _decode(body, media.NPY)
+    assert caught.value.status_code == 400
+    assert str(caught.value).startswith("could not decode the application/x-npy body: ")
+    # The same bodies inside an archive.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("x.npy", body)
     with pytest.raises(BadRequest):
-        _decode(header.getvalue() + b"\0" * 64, media.NPY)
+        _decode(buffer.getvalue(), media.NPZ)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        MAGIC + b"garbage after the magic string",
+        _patched_length(_npy_header((2,)), 10) + b"\0" * 16,
+        _raw_header("[1, 2, 3]\n"),
+        _npy_header((2**40,)) + b"\0" * 64,  # numpy would allocate 8 TiB
+    ],
+)
+def test_the_toolkits_guarded_npy_decoder_answers_malformed_headers_with_a_400(
+    body: bytes,
+) -> None:
+    from sagemaker_torch_serving.handler import toolkit
+
+    with pytest.raises(toolkit.RejectedNpy) as caught:
+        toolkit.npy_to_numpy(body)
+    status, message = status_for(caught.value, "input", "input_fn")
+    assert status == 400
+    assert message.startswith("the application/x-npy body is not a valid .npy array: ")
+
+
+def test_npy_over_the_decoded_limit_is_a_413_and_float16_counts_as_float32() -> None:
+    body = _npy(np.zeros(1000, dtype=np.float32))
+    assert _decode(body, media.NPY, max_decoded=4000).shape == (1000,)
+    with pytest.raises(PayloadTooLarge, match="4000 bytes, over the 3999-byte limit"):
+        _decode(body, media.NPY, max_decoded=3999)
+    # float16 becomes the model's float dtype, float32 by default: counted as such.
+    with pytest.raises(PayloadTooLarge, match="4000 bytes"):
+        _decode(_npy(np.zeros(1000, dtype=np.float16)), media.NPY, max_decoded=3999)
+    assert _decode(_npy(np.zeros(1000, dtype=np.int8)), media.NPY, max_decoded=1000).shape == (
+        1000,
+    )
+
+
+def _npz_members(**members: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_npz_with_a_huge_declared_shape_is_a_413_before_it_is_unpacked() -> None:
+    body = _npz_members(small=_npy(np.zeros(3)), huge=_npy_header((2**40,)) + b"\0" * 64)
+    assert len(body) < 1000
+    with pytest.raises(PayloadTooLarge) as caught:
+        _decode(body, media.NPZ)
+    assert caught.value.status_code == 413
+    assert "array 1 of the archive ('huge')" in str(caught.value)
+    assert "SERVING_MAX_DECODED_MB" in str(caught.value)
+
+
+def test_npz_arrays_count_together_against_the_decoded_limit() -> None:
+    one = np.zeros(10_000, dtype=np.uint8)
+    body = _npz(one, one)
+    assert len(_decode(body, media.NPZ, max_decoded=30_000)) == 2
+    with pytest.raises(PayloadTooLarge, match="with the arrays before it"):
+        _decode(body, media.NPZ, max_decoded=15_000)
+
+
+def test_npz_member_whose_header_claims_more_than_it_holds_is_a_bad_request() -> None:
+    body = _npz_members(lying=_npy_header((1024,)) + b"\0" * 64)
+    with pytest.raises(BadRequest, match="holds less"):
+        _decode(body, media.NPZ)
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A real 8x8 grey JPEG (333 bytes) whose frame header (SOF0) says width x height."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, format="JPEG")
+    body = buffer.getvalue()
+    sof = body.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    return body[: sof + 5] + struct.pack(">HH", height, width) + body[sof + 9 :]
+
+
+def test_jpeg_bomb_is_a_413_before_a_pixel_is_decoded() -> None:
+    body = _jpeg_claiming(8192, 8192)
+    assert len(body) == 333  # the size of the issue's
+    with pytest.raises(PayloadTooLarge) as caught:
+        _decode(body, media.JPEG)
+    error = caught.value
+    assert error.status_code == 413
+    message = str(error)
+    assert "8192x8192" in message
+    assert str(8192 * 8192 * 3 * 4) in message  # 805 MB as float32 [1, 3, H, W]
+    assert "SERVING_MAX_DECODED_MB" in message and "192 MiB" in message
+    assert status_for(error, "input") == (413, message)
+
+
+def test_solid_png_of_8192x8192_is_a_413() -> None:
+    buffer = io.BytesIO()
+    Image.new("1", (8192, 8192)).save(buffer, format="PNG")  # real, and 8 KiB
+    with pytest.raises(PayloadTooLarge, match="8192x8192"):
+        _decode(buffer.getvalue(), media.PNG)
+
+
+def test_image_of_exactly_the_decoded_limit_decodes() -> None:
+    body = _image(np.zeros((16, 16, 3), dtype=np.uint8), "PNG")
+    assert _decode(body, media.PNG, max_decoded=16 * 16 * 3 * 4).shape == (1, 3, 16, 16)
+    with pytest.raises(PayloadTooLarge):
+        _decode(body, media.PNG, max_decoded=16 * 16 * 3 * 4 - 1)
+
+
+@pytest.mark.parametrize("fmt", codecs.IMAGE_FORMATS)
+def test_every_image_format_read_decodes(fmt: str) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (5, 4), (255, 0, 0)).save(buffer, format=fmt)
+    tensor = _decode(buffer.getvalue(), media.IMAGE)
+    assert tensor.shape == (1, 3, 4, 5)
+
+
+def test_an_icon_is_refused_it_decodes_at_open_whatever_size_it_claims() -> None:
+    # An ICO's directory says 16x16; Pillow decodes the PNG inside as it opens the file.
+    inner = io.BytesIO()
+    Image.new("1", (4096, 4096)).save(inner, format="PNG")
+    png = inner.getvalue()
+    entry = struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 22)
+    body = struct.pack("<HHH", 0, 1, 1) + entry + png
+    with pytest.raises(BadRequest, match="not an image in a format this server reads"):
+        _decode(body, media.IMAGE)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "size"),
+    [
+        (b"[[1, 2, 3, 4], [5, 6, 7, 8]]", media.JSON, 32),
+        (b'{"instances": [[1, 2, 3, 4], [5, 6, 7, 8]]}', media.JSON, 32),
+        (b"[1, 2, 3, 4]\n[5, 6, 7, 8]\n", media.JSONLINES, 32),
+        (b"1,2,3,4\n5,6,7,8\n", media.CSV, 32),
+    ],
+)
+def test_json_and_csv_count_their_float32_tensor_against_the_decoded_limit(
+    body: bytes, content_type: str, size: int
+) -> None:
+    assert _decode(body, content_type, max_decoded=size).shape == (2, 4)
+    with pytest.raises(PayloadTooLarge, match=f"{size} bytes"):
+        _decode(body, content_type, max_decoded=size - 1)
+
+
+@pytest.mark.parametrize("content_type", [media.JSON, media.JSONLINES])
+def test_json_nested_100000_deep_is_a_bad_request(content_type: str) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(BadRequest) as caught:
+        _decode(body, content_type)
+    assert caught.value.status_code == 400
+
+
+def test_a_decoder_that_recurses_too_deeply_is_a_bad_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def recursing(*_args: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setitem(codecs.DECODERS, media.JSON, recursing)
+    with pytest.raises(BadRequest, match="nested too deeply"):
+        _decode(b"[[[1]]]", media.JSON)
+
+
+def test_the_decoded_limit_is_the_setting() -> None:
+    assert Settings.from_env({}).max_decoded_bytes == DECODED_LIMIT
+    assert Settings.from_env({"SERVING_MAX_DECODED_MB": "1"}).max_decoded_bytes == 1024 * 1024
+
+
+def _mutants(body: bytes, count: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    mutants = []
+    for _ in range(count):
+        mutant = bytearray(body)
+        for _ in range(rng.randint(1, 6)):
+            mutant[rng.randrange(len(mutant))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            mutant = mutant[: rng.randrange(1, len(mutant))]
+        mutants.append(bytes(mutant))
+    return mutants
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (media.NPY, _npy(np.arange(10.0))),
+        (media.NPZ, _npz(np.arange(10.0), np.ones((3, 3)), compressed=True)),
+        (media.NPZ, _npz(np.arange(10.0))),
+        (media.PNG, _image(np.arange(48, dtype=np.uint8).reshape(4, 4, 3), "PNG")),
+        (media.JPEG, _image(np.arange(48, dtype=np.uint8).reshape(4, 4, 3), "JPEG")),
+        (media.JSON, b'{"instances": [[1.5, 2], [3, 4e5]]}'),
+        (media.CSV, b"1,2.5\n3,4\n"),
+    ],
+)
+def test_a_corrupted_body_is_decoded_or_a_4xx_never_anything_else(
+    content_type: str, body: bytes
+) -> None:
+    # Corrupted npz members raise zlib.error, NotImplementedError (a compression method),
+    # tokenize.TokenError (a .npy header)...: all must be the client's 400.
+    for mutant in _mutants(body, 400, seed=len(body)):
+        try:
+            _decode(mutant, content_type)
+        except (BadRequest, PayloadTooLarge, UnsupportedContentType):
+            pass
 
 
 def test_npz_body_sent_as_npy_is_a_bad_request() -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(BadRequest, match="application/x-npz"):
         _decode(_npz(np.zeros(3)), media.NPY)
 
 

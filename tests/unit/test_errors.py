@@ -13,6 +13,7 @@ from sagemaker_torch_serving.errors import (
     describe,
     error_body,
     first_line,
+    process_ended,
     status_for,
 )
 
@@ -157,3 +158,16 @@ def test_an_error_with_a_status_and_no_message_gets_the_statuss_phrase() -> None
     assert status_for(Custom(), "predict", "predict_fn") == (409, "Conflict")
     body = json.loads(error_body(409, "Conflict", "id"))
     assert body["message"] == "Conflict"
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (-9, "was killed by SIGKILL (out of memory?)"),
+        (-11, "was killed by SIGSEGV (a crash in native code)"),
+        (-15, "was killed by SIGTERM"),
+        (1, "exited with code 1"),
+    ],
+)
+def test_how_a_process_ended_in_words(code: int, words: str) -> None:
+    assert process_ended(code) == words

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from sagemaker_torch_serving.errors import NotAcceptable
@@ -106,3 +108,26 @@ def test_negotiate_unsupported_raises_not_acceptable(accept: str) -> None:
     message = str(caught.value)
     for supported in SUPPORTED:
         assert supported in message
+
+
+@pytest.mark.parametrize(
+    ("body", "depth"),
+    [
+        (b"", 0),
+        (b"1,2\n3,4\n", 0),
+        (b"[[1, 2], [3, 4]]", 2),
+        (b'{"instances": [[1]]}', 3),
+        (b'{"a": [{"b": (1)}]}', 4),
+        (b"]]][", 0),
+        (b"[" * 100_000 + b"]" * 100_000, 100_000),
+    ],
+)
+def test_nesting_depth(body: bytes, depth: int) -> None:
+    assert media.nesting_depth(body) == depth
+
+
+def test_nesting_depth_of_a_payload_sized_body_is_cheap() -> None:
+    body = b"[1.5, 2.5, 3.5]," * (6 * 1024 * 1024 // 16)
+    began = time.perf_counter()
+    assert media.nesting_depth(b"[" + body + b"]") == 2
+    assert time.perf_counter() - began < 1.0

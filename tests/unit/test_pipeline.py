@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+import io
 import json
 import textwrap
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from sagemaker_torch_serving.handler.context import CUSTOM_ATTRIBUTES, ServingContext
 from sagemaker_torch_serving.handler.contract import Contract, load_contract
@@ -272,3 +276,133 @@ def test_json_and_csv_bodies_reach_user_code_as_text_as_in_the_official_toolkit(
     answer = pipeline.run([request(b"\xff[1]", "application/json")])[0]
     assert answer.status == 400
     assert json.loads(answer.body)["message"].startswith("the application/json body is not UTF-8")
+
+
+# A failed request frees its memory at once, without the garbage collector.
+
+
+@pytest.fixture
+def no_gc():
+    """The garbage collector off: what a failed request leaves must go by reference counting."""
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
+
+
+KEEPS_WEAKREFS = """
+import weakref
+import torch
+
+REFS = []
+
+def input_fn(body, content_type):
+    data = torch.zeros(1000, 3)  # 3 columns: does not fit the Scale model's cat([x * 2, rows])
+    REFS.append(weakref.ref(data))
+    if body == "bad input":
+        raise ValueError("no")
+    return data
+"""
+
+
+def _refs(pipeline: Pipeline) -> list:
+    return pipeline.contract.input_fn.function.__globals__["REFS"]
+
+
+def test_a_forward_pass_that_fails_frees_its_input_at_once(tmp_path, no_gc):
+    pipeline = make_pipeline(tmp_path, KEEPS_WEAKREFS)
+
+    def failing(x: torch.Tensor) -> torch.Tensor:
+        intermediate = x * 2
+        kept.append(weakref.ref(intermediate))
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (1000x3 and 2x2)")
+
+    kept: list = []
+    pipeline.predictor.model = failing
+    answers = pipeline.run([request(b"one"), request(b"two")])
+    assert [answer.status for answer in answers] == [400, 400]
+    refs = _refs(pipeline) + kept
+    assert len(refs) == 5  # two inputs; the batched pass's and each input's intermediate
+    assert [ref() for ref in refs] == [None] * 5
+
+
+def test_a_model_bug_frees_the_input_and_keeps_its_traceback_for_the_log(tmp_path, no_gc, caplog):
+    pipeline = make_pipeline(tmp_path, KEEPS_WEAKREFS)
+
+    def buggy(x: torch.Tensor) -> torch.Tensor:
+        intermediate = x + 1
+        kept.append(weakref.ref(intermediate))
+        return intermediate.no_such_method()  # a bug in the model: a 500
+
+    kept: list = []
+    pipeline.predictor.model = buggy
+    answer = pipeline.run([request(b"one")])[0]
+    assert answer.status == 500
+    assert [ref() for ref in _refs(pipeline) + kept] == [None, None]
+    assert "Traceback" in caplog.text  # the model's line, in the log
+    assert "return intermediate.no_such_method()" in caplog.text
+
+
+def test_a_failing_user_predict_fn_frees_its_input_at_once(tmp_path, no_gc):
+    source = KEEPS_WEAKREFS + (
+        "\ndef predict_fn(data, model):\n    scaled = data * 3\n    raise KeyError('bug')\n"
+    )
+    pipeline = make_pipeline(tmp_path, source)
+    answers = pipeline.run([request(b"one"), request(b"bad input"), request(b"two")])
+    assert [answer.status for answer in answers] == [500, 400, 500]
+    assert [ref() for ref in _refs(pipeline)] == [None, None, None]
+
+
+def test_an_answer_that_cannot_be_encoded_frees_the_prediction_at_once(tmp_path, no_gc):
+    source = KEEPS_WEAKREFS + (
+        "\ndef predict_fn(data, model):\n    return {'tensor': data, 'bad': object()}\n"
+    )
+    pipeline = make_pipeline(tmp_path, source)
+    answer = pipeline.run([request(b"one")])[0]
+    assert answer.status == 500  # the default output_fn cannot encode an object()
+    assert [ref() for ref in _refs(pipeline)] == [None]
+
+
+def test_a_body_too_large_to_decode_is_a_413_naming_the_setting(tmp_path):
+    pipeline = make_pipeline(tmp_path, SERVING_MAX_DECODED_MB="1")
+    image = io.BytesIO()
+    Image.new("RGB", (512, 512)).save(image, format="PNG")  # 3 MiB as float32, a 2 KiB body
+    body = image.getvalue()
+    answers = pipeline.run([request(body, "image/png"), request(b"[[1, 2]]")])
+    assert [answer.status for answer in answers] == [413, 200]
+    message = json.loads(answers[0].body)["message"]
+    assert "the 512x512 image decodes to 3145728 bytes" in message
+    assert "1 MiB, SERVING_MAX_DECODED_MB" in message
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_a_body_nested_100000_deep_is_a_400_also_for_user_parsers(tmp_path):
+    pipeline = make_pipeline(
+        tmp_path,
+        """
+        import json
+
+        def input_fn(body, content_type):
+            return json.loads(body)  # recursive: RecursionError
+        """,
+    )
+    answer = pipeline.run([request(DEEP)])[0]
+    assert answer.status == 400
+    assert "nested 100000 levels deep" in json.loads(answer.body)["message"]
+    default = make_pipeline(tmp_path)
+    assert default.run([request(DEEP), request(DEEP, "application/jsonlines")])[0].status == 400
+
+
+def test_a_recursion_bug_in_user_code_is_still_a_500(tmp_path):
+    pipeline = make_pipeline(
+        tmp_path,
+        """
+        def input_fn(body, content_type):
+            return input_fn(body, content_type)
+        """,
+    )
+    answer = pipeline.run([request(b"[[1, 2]]")])[0]
+    assert answer.status == 500
+    assert "RecursionError" in json.loads(answer.body)["message"]

@@ -29,6 +29,9 @@ def test_defaults() -> None:
     assert settings.timeout_seconds == 60
     assert settings.startup_timeout_seconds == 600
     assert settings.max_payload_bytes == 6 * MEBIBYTE == 6 * 1024 * 1024
+    assert settings.max_decoded_bytes == 32 * settings.max_payload_bytes
+    assert settings.request_read_seconds == 20
+    assert settings.keepalive_seconds == 600
     assert settings.batch_size == 1
     assert settings.max_batch_delay_ms == 5
     assert settings.default_accept == "application/json"
@@ -153,6 +156,7 @@ def test_other_values_are_read() -> None:
     assert settings.port == 9000
     assert settings.host == "0.0.0.0"
     assert settings.max_payload_bytes == 20 * 1024 * 1024
+    assert settings.max_decoded_bytes == 32 * 20 * 1024 * 1024  # follows the payload limit
     assert settings.batch_size == 8
     assert settings.max_batch_delay_ms == 0
     assert settings.default_accept == "text/csv"
@@ -200,3 +204,19 @@ def test_invalid_values_raise_an_error_naming_the_variable(name: str, value: str
 )
 def test_visible_gpu_count(visible: str, count: int) -> None:
     assert visible_gpu_count({"CUDA_VISIBLE_DEVICES": visible}) == count
+
+
+def test_the_decoded_limit_and_the_clocks_can_be_set_and_are_checked() -> None:
+    settings = Settings.from_env(
+        {
+            **NO_GPU,
+            "SERVING_MAX_DECODED_MB": "100",
+            "SERVING_REQUEST_READ_SECONDS": "5",
+            "SERVING_KEEPALIVE_SECONDS": "30",
+        }
+    )
+    assert settings.max_decoded_bytes == 100 * MEBIBYTE
+    assert (settings.request_read_seconds, settings.keepalive_seconds) == (5, 30)
+    for name in ("SERVING_MAX_DECODED_MB", "SERVING_REQUEST_READ_SECONDS"):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({**NO_GPU, name: "0"})
