@@ -40,6 +40,17 @@ class ArchiveError(Exception):
     """The archive cannot be packed or unpacked safely; the message says why."""
 
 
+def lone_archive(directory: Path) -> Path | None:
+    """The model.tar.gz that ``directory`` holds and nothing else (hidden files aside), which is
+    served as that archive; None when there is none, or more than it, or no such directory."""
+    if not directory.is_dir():
+        return None
+    entries = [entry for entry in directory.iterdir() if not entry.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_file() and entries[0].name.endswith(ARCHIVE_SUFFIXES):
+        return entries[0]
+    return None
+
+
 def pack(out: Path, model_dir: Path, code_dir: Path | None = None) -> None:
     """Write ``out`` (.tar.gz) with ``model_dir``'s files at the root and ``code_dir`` as code/."""
     members = list(_walk(model_dir, ""))

@@ -13,6 +13,7 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SERVING_CODE_DIR | see below | where SAGEMAKER_PROGRAM and requirements.txt live |
 | SERVING_DEFAULT_CODE_DIR | (none) | code for models that bring none (the image bakes code/ here) |
 | SAGEMAKER_PROGRAM | inference.py | the handler module (required only when set) |
+| SAGEMAKER_SUBMIT_DIRECTORY | (none) | the SDK's code folder, used when it is a folder here |
 | SERVING_HANDLER_CLASS | (none) | module:Class: a toolkit DefaultInferenceHandler subclass |
 | SAGEMAKER_MODEL_SERVER_WORKERS | GPUs, else CPUs | worker processes |
 | SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS | 60 | seconds one batch may take: then 504, new worker |
@@ -35,8 +36,9 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SERVING_COMPILE | false | torch.compile the default model_fn's nn.Module (needs g++) |
 | SERVING_DRAIN_SECONDS | 25 | on SIGTERM, how long requests in flight may take to finish |
 
-The code directory is SERVING_CODE_DIR if set, else the model's own code/ (SageMaker's layout)
-if it has one, else SERVING_DEFAULT_CODE_DIR if set, else $SERVING_MODEL_DIR/code.
+The code directory is SERVING_CODE_DIR if set, else SAGEMAKER_SUBMIT_DIRECTORY if it is a folder
+here (the SDK's framework models set it), else the model's own code/ (SageMaker's layout) if it
+has one, else SERVING_DEFAULT_CODE_DIR if set, else $SERVING_MODEL_DIR/code.
 A model directory holding nothing but one .tar.gz is served as that archive.
 
 The server makes a private run directory under TMPDIR and tells its workers where it is in
@@ -65,6 +67,7 @@ class Env:
     CODE_DIR = "SERVING_CODE_DIR"
     DEFAULT_CODE_DIR = "SERVING_DEFAULT_CODE_DIR"
     PROGRAM = "SAGEMAKER_PROGRAM"
+    SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
     HANDLER_CLASS = "SERVING_HANDLER_CLASS"
     WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
     TIMEOUT_SECONDS = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
@@ -223,6 +226,12 @@ def _code_dir(env: _Reader, model_dir: Path) -> Path:
     explicit = env.text(Env.CODE_DIR, "")
     if explicit:
         return Path(explicit).absolute()
+    # The SDK's framework models name the code's folder: /opt/ml/model/code once packed into
+    # the archive, /opt/ml/code in local mode (where it mounts source_dir); an s3:// one is
+    # packed into the archive's code/ by the SDK (framework_version 1.2 and later), found below.
+    submitted = env.text(Env.SUBMIT_DIRECTORY, "").removeprefix("file://")
+    if submitted.startswith("/") and Path(submitted).is_dir():
+        return Path(submitted)
     own = model_dir / "code"
     default = env.text(Env.DEFAULT_CODE_DIR, "")
     return own if own.is_dir() or not default else Path(default).absolute()

@@ -9,12 +9,16 @@ passed through, with their local variables (the decoded tensors, the model's int
 an exception kept in a list by the frame that caught it is a reference cycle that only the
 garbage collector breaks. ``release`` drops the tracebacks as soon as an error is caught to be
 answered; the log gets their summary.
+
+A caller that wants to know where the time goes (the predict command) passes ``StageTimes`` to
+``run``; the worker passes none, and then no clock is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Any
 
 from sagemaker_torch_serving.errors import (
@@ -52,6 +56,23 @@ class Answer:
     headers: dict[str, str]
 
 
+@dataclasses.dataclass
+class StageTimes:
+    """Seconds one ``Pipeline.run`` spent per stage, filled only when a caller passes one.
+
+    ``input``, ``output`` and ``transform`` are per request, by its index in the batch (a request
+    that failed earlier has no entry for the later stages); ``predict`` is the whole batch's (its
+    ``predicted`` decoded inputs): one forward pass for the inputs that share a shape (the default
+    predict_fn), or the user's ``predict_fn`` request after request.
+    """
+
+    input: dict[int, float] = dataclasses.field(default_factory=dict)
+    predict: float | None = None
+    predicted: int = 0
+    output: dict[int, float] = dataclasses.field(default_factory=dict)
+    transform: dict[int, float] = dataclasses.field(default_factory=dict)
+
+
 class Pipeline:
     """The user's contract bound to a loaded model."""
 
@@ -70,28 +91,45 @@ class Pipeline:
         default_predict = contract.predict_fn is None and contract.transform_fn is None
         self.predictor = Predictor(model, eval_mode=default_predict)
 
-    def run(self, requests: list[Request]) -> list[Answer]:
+    def run(self, requests: list[Request], times: StageTimes | None = None) -> list[Answer]:
+        """One answer per request, in order; ``times``, if given, gets each stage's seconds."""
         if self.contract.transform_fn is not None:
-            return [self._transform(request) for request in requests]
+            return [
+                self._transform(request, index, times) for index, request in enumerate(requests)
+            ]
         answers: dict[int, Answer] = {}
         decoded: dict[int, Any] = {}
+        started = 0.0
         for index, request in enumerate(requests):
+            if times is not None:
+                started = time.perf_counter()
             try:
                 decoded[index] = self._input(request)
             except Exception as error:  # noqa: BLE001 - answered per request
                 answers[index] = self._error(request, error, "input")
+            if times is not None:
+                times.input[index] = time.perf_counter() - started
         indices = list(decoded)
+        if times is not None:
+            started = time.perf_counter()
         predictions = self._predict(requests, decoded)
+        if times is not None and indices:
+            times.predict = time.perf_counter() - started
+            times.predicted = len(indices)
         decoded.clear()  # the inputs go as soon as the forward pass is done with them
         for index, prediction in zip(indices, predictions, strict=True):
             request = requests[index]
             if isinstance(prediction, Exception):
                 answers[index] = self._error(request, prediction, "predict")
                 continue
+            if times is not None:
+                started = time.perf_counter()
             try:
                 answers[index] = self._output(request, prediction)
             except Exception as error:  # noqa: BLE001 - answered per request
                 answers[index] = self._error(request, error, "output")
+            if times is not None:
+                times.output[index] = time.perf_counter() - started
         return [answers[index] for index in range(len(requests))]
 
     def warm_up(self) -> None:
@@ -146,7 +184,15 @@ class Pipeline:
         result = self.contract.output_fn(prediction, accept, context=request.context)
         return self._user_answer(request, result, accept, "output_fn")
 
-    def _transform(self, request: Request) -> Answer:
+    def _transform(self, request: Request, index: int, times: StageTimes | None) -> Answer:
+        if times is None:
+            return self._transform_one(request)
+        started = time.perf_counter()
+        answer = self._transform_one(request)
+        times.transform[index] = time.perf_counter() - started
+        return answer
+
+    def _transform_one(self, request: Request) -> Answer:
         assert self.contract.transform_fn is not None
         content_type = media.parse_content_type(request.content_type)[0]
         accept = self._user_accept(request.accept)

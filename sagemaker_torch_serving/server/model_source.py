@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from sagemaker_torch_serving.archive import ARCHIVE_SUFFIXES, ArchiveError, unpack
+from sagemaker_torch_serving.archive import ArchiveError, lone_archive, unpack
 from sagemaker_torch_serving.settings import Env, Settings
 
 logger = logging.getLogger(__name__)
@@ -29,12 +29,7 @@ def archive_to_unpack(settings: Settings) -> Path | None:
                 f"{Env.MODEL_ARCHIVE} names {settings.model_archive}, which is not a file"
             )
         return settings.model_archive
-    if not settings.model_dir.is_dir():
-        return None
-    entries = [entry for entry in settings.model_dir.iterdir() if not entry.name.startswith(".")]
-    if len(entries) == 1 and entries[0].is_file() and entries[0].name.endswith(ARCHIVE_SUFFIXES):
-        return entries[0]
-    return None
+    return lone_archive(settings.model_dir)
 
 
 def unpack_model(settings: Settings, archive: Path, destination: Path) -> Settings:

@@ -29,58 +29,6 @@ from tests.integration.clients import Client, load, summary
 docker = pytest.importorskip("docker")
 
 
-BASE_IMAGE = "local/bookworm:base"
-TEST_IMAGE = "sagemaker-torch-serving:test"
-
-
-@pytest.fixture(scope="module")
-def client():
-    try:
-        engine = docker.from_env()
-        engine.ping()
-    except docker.errors.DockerException as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a Docker engine: {error}")
-        pytest.skip(f"no Docker engine: {error}")
-    return engine
-
-
-@pytest.fixture(scope="module")
-def image(client) -> str:
-    """The image under test, built from this checkout (cached layers make a rebuild quick)."""
-    if os.environ.get("SERVING_TEST_IMAGE"):
-        return os.environ["SERVING_TEST_IMAGE"]
-    subprocess.run([str(REPO / "scripts" / "make_base_image.sh"), BASE_IMAGE], check=True)
-    command = [sys.executable, str(REPO / "scripts" / "build.py"), "--tag", TEST_IMAGE]
-    command += ["--device", "cpu", "--base-image", BASE_IMAGE]
-    for folder in local_wheel_folders():
-        command += ["--wheelhouse", folder]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    return TEST_IMAGE
-
-
-def local_wheel_folders() -> list[str]:
-    """The folders of wheels this machine's pip is configured with (find-links, and the files/
-    beside a file:// simple index): offered to the build, they spare PyPI several GB of torch."""
-    listed = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
-    ).stdout
-    values = os.environ.get("PIP_FIND_LINKS", "").split()
-    for line in listed.splitlines():
-        key, _, value = line.partition("=")
-        if key.endswith(("find-links", "index-url")):
-            values += value.strip("'\"").split()
-    folders: list[str] = []
-    for value in values:
-        path = Path(value.removeprefix("file://"))
-        if value.startswith("file://") and path.name == "simple":
-            path = path.parent / "files"
-        if path.is_dir() and any(path.glob("*.whl")) and str(path) not in folders:
-            folders.append(str(path))
-    return folders
-
-
 class Container:
     def __init__(self, client, image: str, env: dict[str, str] | None = None, **options) -> None:
         self.port = free_port()

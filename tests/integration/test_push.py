@@ -29,13 +29,11 @@ import pytest
 import requests
 
 from tests.conftest import REPO, load_script
+from tests.integration.aws import FAKE_AWS, PROXY_VARS, aws_free_env
 from tests.ports import free_port
 
 PUSH_SCRIPT = REPO / "scripts" / "push.py"
 BASE_IMAGE = "local/bookworm:base"
-# Where a proxy-aware client (botocore, requests) would send anything not meant for 127.0.0.1.
-DEAD_PROXY = "http://127.0.0.1:9"
-PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 DIGEST = r"sha256:[0-9a-f]{64}"
 
 push = load_script("push")
@@ -46,34 +44,6 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: these tests must run)")
     pytest.skip(reason)
-
-
-def aws_free_env(**extra: str) -> dict[str, str]:
-    """This process's environment without AWS settings or proxies, with nothing that could
-    reach outside 127.0.0.1: no instance metadata, no config files, a dead proxy."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("AWS_") and key.lower() not in PROXY_VARS
-    }
-    env.update(
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE="/nonexistent/aws-config",
-        AWS_SHARED_CREDENTIALS_FILE="/nonexistent/aws-credentials",
-        BOTO_CONFIG="/nonexistent/boto",
-        HTTP_PROXY=DEAD_PROXY,
-        HTTPS_PROXY=DEAD_PROXY,
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    env.update(extra)
-    return env
-
-
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 def http() -> requests.Session:

@@ -220,3 +220,21 @@ def test_the_decoded_limit_and_the_clocks_can_be_set_and_are_checked() -> None:
     for name in ("SERVING_MAX_DECODED_MB", "SERVING_REQUEST_READ_SECONDS"):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({**NO_GPU, name: "0"})
+
+
+def test_the_sdks_submit_directory_is_the_code_directory_when_it_is_a_folder_here(
+    tmp_path: Path,
+) -> None:
+    code = tmp_path / "opt-ml-code"
+    code.mkdir()
+    model = tmp_path / "model"
+    (model / "code").mkdir(parents=True)
+    base = {**NO_GPU, "SERVING_MODEL_DIR": str(model)}
+    assert Settings.from_env({**base, "SAGEMAKER_SUBMIT_DIRECTORY": str(code)}).code_dir == code
+    assert (
+        Settings.from_env({**base, "SAGEMAKER_SUBMIT_DIRECTORY": f"file://{code}"}).code_dir == code
+    )
+    # an S3 prefix (the SDK packs that code into the archive's code/), or a folder not here
+    for elsewhere in ("s3://bucket/prefix/sourcedir.tar.gz", str(tmp_path / "missing")):
+        settings = Settings.from_env({**base, "SAGEMAKER_SUBMIT_DIRECTORY": elsewhere})
+        assert settings.code_dir == model / "code"
