@@ -35,6 +35,9 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SERVING_WARMUP_SHAPE | (off) | e.g. 1,1,8,8: run zeros of this shape through the model at load |
 | SERVING_COMPILE | false | torch.compile the default model_fn's nn.Module (needs g++) |
 | SERVING_DRAIN_SECONDS | 25 | on SIGTERM, how long requests in flight may take to finish |
+| SAGEMAKER_BATCH | false | a batch transform job (SageMaker sets it): per-record errors |
+| SAGEMAKER_BATCH_STRATEGY | MultiRecord | /execution-parameters' BatchStrategy (or SingleRecord) |
+| SAGEMAKER_MAX_CONCURRENT_TRANSFORMS | workers | /execution-parameters' MaxConcurrentTransforms |
 
 The code directory is SERVING_CODE_DIR if set, else SAGEMAKER_SUBMIT_DIRECTORY if it is a folder
 here (the SDK's framework models set it), else the model's own code/ (SageMaker's layout) if it
@@ -89,6 +92,9 @@ class Env:
     WARMUP_SHAPE = "SERVING_WARMUP_SHAPE"
     COMPILE = "SERVING_COMPILE"
     DRAIN_SECONDS = "SERVING_DRAIN_SECONDS"
+    BATCH = "SAGEMAKER_BATCH"
+    BATCH_STRATEGY = "SAGEMAKER_BATCH_STRATEGY"
+    MAX_CONCURRENT_TRANSFORMS = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
     # Internal: how the serving process tells the processes it starts about this run.
     RUN_DIR = "SERVING_RUN_DIR"
     BACKEND_HANDOVER = "SERVING_BACKEND_HANDOVER"  # the waiting backend's socket (backend/)
@@ -150,6 +156,9 @@ class Settings:
     warmup_shape: tuple[int, ...] | None
     compile_model: bool
     drain_seconds: int
+    batch_transform: bool
+    batch_strategy: str  # "MultiRecord" or "SingleRecord", the API's spelling
+    max_concurrent_transforms: int
     run_dir: Path | None
 
     @classmethod
@@ -197,6 +206,9 @@ class Settings:
             warmup_shape=env.shape(Env.WARMUP_SHAPE),
             compile_model=env.flag(Env.COMPILE),
             drain_seconds=env.non_negative_int(Env.DRAIN_SECONDS, 25),
+            batch_transform=env.flag(Env.BATCH),
+            batch_strategy=env.batch_strategy(Env.BATCH_STRATEGY),
+            max_concurrent_transforms=env.positive_int(Env.MAX_CONCURRENT_TRANSFORMS, workers),
             run_dir=Path(run_dir) if run_dir else None,
         )
 
@@ -314,6 +326,17 @@ class _Reader:
                 f"in it, like handler:MyHandler), got {value!r}"
             )
         return value
+
+    def batch_strategy(self, name: str) -> str:
+        # The API's spelling (MultiRecord), also read from the container docs' MULTI_RECORD.
+        value = self.raw.get(name, "").strip()
+        key = value.replace("_", "").replace("-", "").lower()
+        strategies = {"multirecord": "MultiRecord", "singlerecord": "SingleRecord"}
+        if not value:
+            return "MultiRecord"
+        if key not in strategies:
+            raise SettingsError(f"{name} must be MultiRecord or SingleRecord, got {value!r}")
+        return strategies[key]
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         value = self.raw.get(name, "").strip()

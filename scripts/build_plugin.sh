@@ -15,6 +15,7 @@ trap 'rm -rf "$out"' EXIT
 javac --release 11 -nowarn -cp "$mms_jar" -d "$out" "$root"/sagemaker_torch_serving/java/*.java
 mkdir -p "$out/META-INF/services"
 printf '%s\n' sagemaker.serving.ReadinessPing sagemaker.serving.ServingControl \
+  sagemaker.serving.ExecutionParameters \
   > "$out/META-INF/services/software.amazon.ai.mms.servingsdk.ModelServerEndpoint"
 jar cf "$root/sagemaker_torch_serving/java/serving-plugin.jar" -C "$out" .
 native="$root/sagemaker_torch_serving/java/native"

@@ -9,13 +9,21 @@ taken: an image's size from its header (a few hundred bytes of JPEG may declare 
 pixels, 805 MB as float32), an array's shape and dtype from its .npy header. Over the limit is a
 413; a body that cannot be decoded, whatever the decoder raised, is a 400. Images are read in the
 formats of IMAGE_FORMATS only: those whose header gives the size before a pixel is decoded.
+
+CSV and JSON Lines bodies are records, one a line. They are decoded all at once; only when that
+fails is the body read again line by line, to name the first bad line (``line 7: could not
+convert 'abc' to a number``). In batch transform (``decode(..., records=True)``) the bad records
+are set aside instead: ``Records`` holds the good ones as one tensor and the others' errors, and
+``encode_records`` answers one line per record, in order, an error in place of a bad one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -43,9 +51,17 @@ MEBIBYTE = 1024 * 1024
 
 
 def decode(
-    body: bytes, content_type: str, params: dict[str, str], max_bytes: int, max_decoded: int
+    body: bytes,
+    content_type: str,
+    params: dict[str, str],
+    max_bytes: int,
+    max_decoded: int,
+    records: bool = False,
 ) -> Any:
     """Decode a request body of ``content_type`` (already parsed) into tensors.
+
+    ``records``: a CSV or JSON Lines body becomes ``Records`` (batch transform): its bad records
+    set aside, not failing the body, unless every record is bad or the good ones differ in shape.
 
     ``max_bytes`` is the payload limit, ``max_decoded`` the limit on the bytes the body decodes
     to (SERVING_MAX_DECODED_MB): over it is a 413 (PayloadTooLarge), raised before the memory is
@@ -60,6 +76,8 @@ def decode(
     if not body:
         raise BadRequest("the request body is empty")
     try:
+        if records and content_type in RECORD_TYPES:
+            return _decode_records(body, content_type, params.get("charset"), max_decoded)
         return decoder(body, params, max_bytes, max_decoded)
     except (InferenceError, MemoryError):
         raise
@@ -293,7 +311,7 @@ def _check_image_size(width: int, height: int, max_decoded: int) -> None:
 def _decode_csv(
     body: bytes, params: dict[str, str], _max_bytes: int, max_decoded: int
 ) -> torch.Tensor:
-    return _float_tensor(_decode_text(body, media.CSV, params.get("charset")), max_decoded)
+    return _decode_lines(body, media.CSV, params.get("charset"), max_decoded)
 
 
 def _decode_json(
@@ -302,13 +320,209 @@ def _decode_json(
     def decode_json(
         body: bytes, params: dict[str, str], _max_bytes: int, max_decoded: int
     ) -> torch.Tensor:
-        data = _decode_text(body, content_type, params.get("charset"))
-        tensor = _float_tensor(data, max_decoded)
-        if torch.isnan(tensor).any():  # JSON has no NaN: it was a null
-            raise ValueError("null is not a number")
-        return tensor
+        if content_type == media.JSONLINES:
+            return _decode_lines(body, content_type, params.get("charset"), max_decoded)
+        return _decode_all(body, content_type, params.get("charset"), max_decoded)
 
     return decode_json
+
+
+def _decode_all(
+    body: bytes, content_type: str, charset: str | None, max_decoded: int
+) -> torch.Tensor:
+    """The body at once (the fast path): JSON, or CSV and JSON Lines as one tensor of records."""
+    tensor = _float_tensor(_decode_text(body, content_type, charset), max_decoded)
+    if content_type != media.CSV and torch.isnan(tensor).any():  # JSON has no NaN: a null
+        raise ValueError("null is not a number")
+    return tensor
+
+
+# Bodies of records, one a line: CSV rows and JSON lines.
+RECORD_TYPES = (media.CSV, media.JSONLINES)
+_CELL_CHARS = 40  # of a cell that is not a number, in its record's error
+
+
+@dataclasses.dataclass
+class Records:
+    """A CSV or JSON Lines body read as records (batch transform).
+
+    ``tensor`` holds the records that decoded, stacked in order; ``errors`` the others' errors
+    (``line 7: ...``, the line counted in the body from 1), by the record's index (blank lines
+    are no records). ``count`` is the number of records.
+    """
+
+    content_type: str
+    tensor: torch.Tensor
+    count: int
+    errors: dict[int, str]
+
+    def error(self) -> BadRequest:
+        """The 400 for the body when its bad records cannot be answered in place."""
+        first = self.errors[min(self.errors)]
+        return BadRequest(f"could not decode the {self.content_type} body: {first}")
+
+
+def _decode_lines(
+    body: bytes, content_type: str, charset: str | None, max_decoded: int
+) -> torch.Tensor:
+    """CSV or JSON Lines as one tensor; a bad record fails the body with its line's error."""
+    try:
+        return _decode_all(body, content_type, charset, max_decoded)
+    except (InferenceError, MemoryError):
+        raise
+    except Exception:  # read again, line by line, to name the line at fault
+        _, errors, ragged = _read_records(body, content_type, charset, max_decoded)
+        bad = [ragged] if ragged is not None else []
+        if errors:
+            bad.append(errors[min(errors)])
+        if not bad:
+            raise
+        raise ValueError(min(bad)[1]) from None
+
+
+def _decode_records(
+    body: bytes, content_type: str, charset: str | None, max_decoded: int
+) -> Records:
+    """CSV or JSON Lines as ``Records``: the good records as one tensor, the bad ones' errors."""
+    try:
+        tensor = _decode_all(body, content_type, charset, max_decoded)
+        return Records(content_type, tensor, int(tensor.shape[0]) if tensor.ndim else 1, {})
+    except (InferenceError, MemoryError):
+        raise
+    except Exception:  # read again, line by line, to set the bad records aside
+        good, errors, ragged = _read_records(body, content_type, charset, max_decoded)
+        if ragged is not None:
+            raise ValueError(ragged[1]) from None
+        if not good:
+            if errors:
+                raise ValueError(errors[min(errors)][1]) from None
+            raise
+        tensor = torch.from_numpy(np.stack(good))
+        messages = {index: message for index, (_, message) in errors.items()}
+        return Records(content_type, tensor, len(good) + len(errors), messages)
+
+
+def _read_records(
+    body: bytes, content_type: str, charset: str | None, max_decoded: int
+) -> tuple[list[np.ndarray], dict[int, tuple[int, str]], tuple[int, str] | None]:
+    """The body line by line (the slow path, after the fast one failed): the good records'
+    arrays; the bad ones' line numbers and errors, by record index; and, where the good records
+    differ in shape, the first line whose shape is not the most common one's, with its error."""
+    text, undecodable = _text(body, charset)
+    good: list[np.ndarray] = []
+    lines: list[int] = []  # the good records' line numbers
+    errors: dict[int, tuple[int, str]] = {}
+    size = 0
+    record = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            array = _record(line, content_type)
+        except ValueError as error:
+            why = first_line(error)
+            if undecodable and "\ufffd" in line:
+                why = f"is not {charset or 'UTF-8'} text"
+            errors[record] = (number, f"line {number}: {why}")
+        else:
+            size += array.nbytes
+            if size > max_decoded:
+                raise too_large("the body", size, max_decoded)
+            good.append(array)
+            lines.append(number)
+        record += 1
+    shapes = Counter(array.shape for array in good)
+    ragged = None
+    if len(shapes) > 1:
+        common = shapes.most_common(1)[0][0]
+        first = next(n for n, a in zip(lines, good, strict=True) if a.shape == common)
+        number, array = next((n, a) for n, a in zip(lines, good, strict=True) if a.shape != common)
+        has = _shape_text(array.shape, content_type)
+        ragged = (
+            number,
+            f"line {number}: has {has}, line {first} has {_shape_text(common, content_type)}",
+        )
+    return good, errors, ragged
+
+
+def _text(body: bytes, charset: str | None) -> tuple[str, bool]:
+    """The body as text, and whether it was not valid text (its bad bytes then U+FFFD)."""
+    encoding = "utf-8" if not charset or charset.lower().replace("-", "") == "utf8" else charset
+    try:
+        return body.decode(encoding), False
+    except LookupError:
+        raise UnsupportedContentType(f"unknown charset {charset!r}") from None
+    except UnicodeDecodeError:
+        return body.decode(encoding, errors="replace"), True
+
+
+def _record(line: str, content_type: str) -> np.ndarray:
+    """One record as a float32 array; a ValueError says what is wrong with it."""
+    if content_type == media.CSV:
+        return np.array([_number(cell) for cell in line.split(",")], dtype=np.float32)
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON: {error.msg} at column {error.colno}") from None
+    try:
+        array = np.asarray(data, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise ValueError("not a number or an array of numbers") from None
+    if np.isnan(array).any():  # JSON has no NaN: it was a null
+        raise ValueError("null is not a number")
+    return array
+
+
+def _number(cell: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        text = cell.strip()
+        if len(text) > _CELL_CHARS:
+            text = text[: _CELL_CHARS - 3] + "..."
+        raise ValueError(f"could not convert {text!r} to a number") from None
+
+
+def _shape_text(shape: tuple[int, ...], content_type: str) -> str:
+    if content_type == media.CSV:
+        return f"{shape[0]} values"
+    return f"shape {list(shape)}"
+
+
+def encode_records(prediction: Any, accept: str, records: Records) -> bytes | None:
+    """One line per record, in order (CSV rows, JSON lines; or one JSON array): the model's
+    output row for a good record, its error for a bad one. None where that cannot be: the
+    output is not one row per good record, or ``accept`` has no lines."""
+    if not isinstance(prediction, (torch.Tensor, np.ndarray)) or accept not in _LINE_TYPES:
+        return None
+    output = to_numpy(prediction)
+    good = records.count - len(records.errors)
+    if output.ndim == 0 or good == 0 or len(output) != good:
+        return None
+    if accept == media.CSV:
+        rows: list[bytes] = _encode_csv(output.reshape(good, -1)).splitlines(keepends=True)
+        if len(rows) != good:
+            return None
+        if not records.errors:
+            return b"".join(rows)
+        errors = {
+            index: b'"' + f"error: {message}".replace('"', '""').encode() + b'"\n'
+            for index, message in records.errors.items()
+        }
+        return b"".join(_in_place(rows, errors, records.count))
+    if not records.errors:
+        return ENCODERS[accept](output)
+    objects = {index: {"error": message} for index, message in records.errors.items()}
+    items = _in_place(list(output), objects, records.count)
+    if accept == media.JSON:
+        return _json(items)
+    return b"".join(_json(item) + b"\n" for item in items)
+
+
+def _in_place(good: list[Any], bad: dict[int, Any], count: int) -> list[Any]:
+    """``count`` items: ``bad``'s at their indices, ``good``'s in order at the others."""
+    rows = iter(good)
+    return [bad[index] if index in bad else next(rows) for index in range(count)]
 
 
 def _decode_npy(
@@ -369,4 +583,5 @@ ENCODERS: dict[str, Callable[[Any], bytes]] = {
     media.NPZ: _encode_npz,
 }
 DECODABLE = tuple(DECODERS)
+_LINE_TYPES = (media.CSV, media.JSONLINES, media.JSON)  # what encode_records writes
 ENCODABLE = tuple(ENCODERS)

@@ -12,6 +12,12 @@ answered; the log gets their summary.
 
 A caller that wants to know where the time goes (the predict command) passes ``StageTimes`` to
 ``run``; the worker passes none, and then no clock is read.
+
+In batch transform (SAGEMAKER_BATCH) with the default input_fn, predict_fn and output_fn, a CSV
+or JSON Lines body is read as records (``codecs.Records``): the good ones go through the model
+as one tensor, and the answer has one line per record, in order, an error in place of a bad one
+(``codecs.encode_records``). A model whose output is not one row per good record, or an Accept
+without lines, gets the body answered as in real time: a bad record is then a 400.
 """
 
 from __future__ import annotations
@@ -90,6 +96,10 @@ class Pipeline:
         # The default predict_fn puts the model in eval mode; a user's predict_fn decides itself.
         default_predict = contract.predict_fn is None and contract.transform_fn is None
         self.predictor = Predictor(model, eval_mode=default_predict)
+        # Records answered one by one: batch transform, and every function a default.
+        self.per_record = settings.batch_transform and not any(
+            (contract.input_fn, contract.predict_fn, contract.output_fn, contract.transform_fn)
+        )
 
     def run(self, requests: list[Request], times: StageTimes | None = None) -> list[Answer]:
         """One answer per request, in order; ``times``, if given, gets each stage's seconds."""
@@ -99,12 +109,17 @@ class Pipeline:
             ]
         answers: dict[int, Answer] = {}
         decoded: dict[int, Any] = {}
+        records: dict[int, codecs.Records] = {}
         started = 0.0
         for index, request in enumerate(requests):
             if times is not None:
                 started = time.perf_counter()
             try:
-                decoded[index] = self._input(request)
+                data = self._input(request)
+                if isinstance(data, codecs.Records):
+                    records[index] = data
+                    data = data.tensor
+                decoded[index] = data
             except Exception as error:  # noqa: BLE001 - answered per request
                 answers[index] = self._error(request, error, "input")
             if times is not None:
@@ -125,7 +140,7 @@ class Pipeline:
             if times is not None:
                 started = time.perf_counter()
             try:
-                answers[index] = self._output(request, prediction)
+                answers[index] = self._output(request, prediction, records.get(index))
             except Exception as error:  # noqa: BLE001 - answered per request
                 answers[index] = self._error(request, error, "output")
             if times is not None:
@@ -162,6 +177,7 @@ class Pipeline:
             params,
             self.settings.max_payload_bytes,
             self.settings.max_decoded_bytes,
+            records=self.per_record,
         )
 
     def _predict(self, requests: list[Request], decoded: dict[int, Any]) -> list[Any]:
@@ -176,13 +192,42 @@ class Pipeline:
                 results.append(release(error))
         return results
 
-    def _output(self, request: Request, prediction: Any) -> Answer:
+    def _output(
+        self, request: Request, prediction: Any, records: codecs.Records | None = None
+    ) -> Answer:
         if self.contract.output_fn is None:
             accept = media.negotiate(request.accept, codecs.ENCODABLE, self.settings.default_accept)
+            if records is not None:
+                body = self._encode_records(request, prediction, accept, records)
+                if accept in (media.CSV, media.JSONLINES):
+                    # AssembleWith=Line adds a newline after each answer: none of ours at its end
+                    body = body.removesuffix(b"\n")
+                return self._answer(request, body, accept)
             return self._answer(request, codecs.encode(prediction, accept), accept)
         accept = self._user_accept(request.accept)
         result = self.contract.output_fn(prediction, accept, context=request.context)
         return self._user_answer(request, result, accept, "output_fn")
+
+    def _encode_records(
+        self, request: Request, prediction: Any, accept: str, records: codecs.Records
+    ) -> bytes:
+        """One line per record, errors in place; else the answer as in real time: the whole
+        output encoded, or a 400 for the first bad record."""
+        body = codecs.encode_records(prediction, accept, records)
+        if body is not None:
+            if records.errors:
+                first = records.errors[min(records.errors)]
+                logger.info(
+                    "request %s: %d of %d records answered with an error; the first: %s",
+                    request.request_id,
+                    len(records.errors),
+                    records.count,
+                    first,
+                )
+            return body
+        if records.errors:
+            raise records.error()
+        return codecs.encode(prediction, accept)
 
     def _transform(self, request: Request, index: int, times: StageTimes | None) -> Answer:
         if times is None:

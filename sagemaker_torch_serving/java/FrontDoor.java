@@ -66,9 +66,9 @@ import org.slf4j.LoggerFactory;
  * </ul>
  */
 public final class FrontDoor extends ChannelDuplexHandler {
-    /** The endpoints of the serving port and the one method of each. */
+    /** The endpoints of the serving port and the one method of each (SageMaker's contract). */
     private static final Map<String, String> ROUTES =
-            Map.of("/ping", "GET", "/invocations", "POST");
+            Map.of("/ping", "GET", "/invocations", "POST", "/execution-parameters", "GET");
 
     private static final Logger LOGGER = LoggerFactory.getLogger(FrontDoor.class);
     private static final long MAX_PAYLOAD = Long.getLong("serving.maxPayloadBytes", 6L << 20);
@@ -289,7 +289,8 @@ public final class FrontDoor extends ChannelDuplexHandler {
         String method = ROUTES.get(path);
         if (method == null) {
             return refuse(404, "no such endpoint: " + clip(path)
-                    + "; this port serves GET /ping and POST /invocations", null);
+                    + "; this port serves GET /ping, POST /invocations and GET /execution-parameters",
+                    null);
         }
         if (!method.equals(request.method().name())) {
             String used = clip(request.method().name());

@@ -15,7 +15,12 @@ import sys
 from pathlib import Path
 
 from sagemaker_torch_serving.run_dir import MODEL_NAME, RunPaths
-from sagemaker_torch_serving.settings import ORIGINAL_CONTENT_TYPE_HEADER, Env, Settings
+from sagemaker_torch_serving.settings import (
+    MEBIBYTE,
+    ORIGINAL_CONTENT_TYPE_HEADER,
+    Env,
+    Settings,
+)
 
 PACKAGE = Path(__file__).resolve().parents[1]
 # MMS wants a handler name for the model; our worker (backend/worker.py) needs none.
@@ -121,7 +126,7 @@ def java_command(settings: Settings, paths: RunPaths) -> list[str]:
 
 def front_door_properties(settings: Settings) -> list[str]:
     """The serving port's limits, for java/FrontDoor.java (with the variables that set them,
-    for its messages)."""
+    for its messages), and batch transform's execution parameters."""
     values = {
         "maxPayloadBytes": settings.max_payload_bytes,
         "payloadVariable": Env.MAX_PAYLOAD_IN_MB,
@@ -129,6 +134,10 @@ def front_door_properties(settings: Settings) -> list[str]:
         "requestReadVariable": Env.REQUEST_READ_SECONDS,
         "keepaliveSeconds": settings.keepalive_seconds,
         "contentTypeHeader": ORIGINAL_CONTENT_TYPE_HEADER,
+        # GET /execution-parameters (java/ExecutionParameters.java), for batch transform
+        "maxConcurrentTransforms": settings.max_concurrent_transforms,
+        "batchStrategy": settings.batch_strategy,
+        "maxPayloadMb": settings.max_payload_bytes // MEBIBYTE,
     }
     return [f"-Dserving.{name}={value}" for name, value in values.items()]
 

@@ -106,6 +106,7 @@ def server(start_server, scale_model) -> ServerProcess:
         ("HEAD", "/ping", 405, "GET"),
         ("get", "/ping", 405, "GET"),
         ("GET", "/invocations", 405, "POST"),
+        ("POST", "/execution-parameters", 405, "GET"),
         ("PUT", "/invocations", 405, "POST"),
         ("PATCH", "/invocations", 405, "POST"),
         ("POST", "/predictions/model", 404, None),
@@ -124,6 +125,22 @@ def test_only_get_ping_and_post_invocations_answer_on_the_serving_port(
     (answer,) = exchange(server.port, request(method, target, b"[[1]]"), method)
     assert_ours(answer, status)
     assert answer.headers.get("allow") == allow
+
+
+def test_batch_transform_asks_for_its_execution_parameters(start_server, scale_model):
+    server = start_server(
+        SERVING_MODEL_DIR=str(scale_model),
+        SAGEMAKER_MODEL_SERVER_WORKERS="2",
+        SAGEMAKER_MAX_PAYLOAD_IN_MB="5",
+    )
+    server.wait_ready()
+    answer = requests.get(f"{server.url}/execution-parameters", timeout=10)
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "MaxConcurrentTransforms": 2,  # one request per worker
+        "BatchStrategy": "MultiRecord",
+        "MaxPayloadInMB": 5,
+    }
 
 
 def test_malformed_http_and_refused_bodies_get_our_4xx(server):

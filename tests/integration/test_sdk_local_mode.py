@@ -79,7 +79,7 @@ def sdk_environment(tmp_path: Path, proxy: Recorder, port: int) -> dict[str, str
     config = tmp_path / "sdk-config.yaml"
     config.write_text(TELEMETRY_OFF)
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     env = {
         key: value
         for key, value in os.environ.items()
@@ -106,17 +106,27 @@ def sdk_environment(tmp_path: Path, proxy: Recorder, port: int) -> dict[str, str
 def run_example(
     tmp_path: Path, proxy: Recorder, image: str, model_tar: Path, inputs: list[Path], *extra: str
 ) -> tuple[str, float]:
-    """The example, to its end; returns its output and the seconds from the start of deploy()
-    to the first answer of /ping that our own poller saw (deploy() itself returns later)."""
+    """The deploy example, to its end; returns its output and the seconds from the start of
+    deploy() to the first answer of /ping that our own poller saw (deploy() returns later)."""
+    arguments = ["--model", str(model_tar), *extra]
+    for path in inputs:
+        arguments += ["--input", str(path)]
+    return run_sdk(tmp_path, proxy, image, EXAMPLE, *arguments)
+
+
+def run_sdk(
+    tmp_path: Path, proxy: Recorder, image: str, script: Path, *arguments: str
+) -> tuple[str, float]:
+    """A script of the SDK's local mode, to its end, on loopback: its output, and the seconds
+    from the start of its deploy() (if it deploys) to the first answer of /ping."""
     if not SDK_PYTHON.exists():
         unavailable("the SDK's environment is missing: make sdk-venv")
     if shutil.which("docker-compose") is None:
         unavailable("docker-compose is missing (apt-get install docker-compose)")
     port = free_port()
-    command = [str(SDK_PYTHON), str(RUNNER), str(EXAMPLE), "--image", image]
-    command += ["--model", str(model_tar), "--port", str(port), *extra]
-    for path in inputs:
-        command += ["--input", str(path)]
+    command = [str(SDK_PYTHON), str(RUNNER), str(script), "--image", image]
+    command += ["--port", str(port), *arguments]
+    started = tmp_path / "deploy-started"
     process = subprocess.Popen(
         command,
         env=sdk_environment(tmp_path, proxy, port),
@@ -128,15 +138,15 @@ def run_example(
     first_answer = float("nan")
     output = ""
     try:
-        while process.poll() is None and first_answer != first_answer:
+        while process.poll() is None and first_answer != first_answer:  # NaN until answered
             try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
-                    deployed = float((tmp_path / "deploy-started").read_text())
-                    first_answer = time.time() - deployed
+                answer = requests.get(f"http://127.0.0.1:{port}/ping", timeout=1)
+                if answer.status_code == 200 and started.exists():
+                    first_answer = time.time() - float(started.read_text())
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
-        output, _ = process.communicate(timeout=200)
+        output, _ = process.communicate(timeout=300)
     finally:
         if process.poll() is None:
             process.kill()

@@ -238,3 +238,21 @@ def test_the_sdks_submit_directory_is_the_code_directory_when_it_is_a_folder_her
     for elsewhere in ("s3://bucket/prefix/sourcedir.tar.gz", str(tmp_path / "missing")):
         settings = Settings.from_env({**base, "SAGEMAKER_SUBMIT_DIRECTORY": elsewhere})
         assert settings.code_dir == model / "code"
+
+
+def test_batch_transform_settings() -> None:
+    settings = Settings.from_env({**NO_GPU, "SAGEMAKER_MODEL_SERVER_WORKERS": "3"})
+    assert (settings.batch_transform, settings.batch_strategy) == (False, "MultiRecord")
+    assert settings.max_concurrent_transforms == 3  # one request per worker
+    settings = Settings.from_env(
+        {
+            **NO_GPU,
+            "SAGEMAKER_BATCH": "true",
+            "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD",
+            "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "8",
+        }
+    )
+    assert (settings.batch_transform, settings.batch_strategy) == (True, "SingleRecord")
+    assert settings.max_concurrent_transforms == 8
+    with pytest.raises(SettingsError, match="SAGEMAKER_BATCH_STRATEGY must be MultiRecord"):
+        Settings.from_env({**NO_GPU, "SAGEMAKER_BATCH_STRATEGY": "Lines"})
