@@ -95,8 +95,9 @@ class Server:
             )
             self._serve(paths)
             return 0
-        except (ServerError, ManagementError) as error:
-            logger.error("%s", error)
+        except (ServerError, ManagementError, OSError) as error:
+            # A call to a frontend that just died fails first: its death is the reason to say.
+            logger.error("%s", self._dead_process() or error)
             return 1
         finally:
             self._stop_processes()
@@ -180,6 +181,22 @@ class Server:
                 f"the model did not load within {Env.STARTUP_TIMEOUT}="
                 f"{self.settings.startup_timeout_seconds} s"
             )
+
+    def _dead_process(self) -> ServerError | None:
+        """The frontend's or the backend's death, if one of them died (or dies within a
+        second: a call to a frontend being killed fails before its exit is seen)."""
+        if self.process is None or self.backend is None:
+            return None
+        deadline = time.monotonic() + 1.0
+        while True:
+            for check in (self._check_mms_alive, self._check_backend_alive):
+                try:
+                    check()
+                except ServerError as error:
+                    return error
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(POLL_SECONDS)
 
     def _check_mms_alive(self) -> None:
         assert self.process is not None
