@@ -151,12 +151,7 @@ class Worker:
             )
             for item in batch
         ]
-        try:
-            answers = self.pipeline.run(requests)
-        except Exception:  # the pipeline answers errors per request; this is a bug in it
-            logger.exception("the pipeline failed on a batch")
-            message = "the server failed on this request; its log has the details"
-            answers = [error_answer(request_id, 500, message) for request_id in ids]
+        answers = self.pipeline.answer(requests)
         frame = protocol.batch_answer(zip(ids, answers, strict=True))
         with self._sending:
             self._batch = None

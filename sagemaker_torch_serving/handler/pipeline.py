@@ -101,6 +101,16 @@ class Pipeline:
             (contract.input_fn, contract.predict_fn, contract.output_fn, contract.transform_fn)
         )
 
+    def answer(self, requests: list[Request], times: StageTimes | None = None) -> list[Answer]:
+        """``run``, and should the pipeline itself fail (its errors are answered per request,
+        so that is a bug in it), a 500 for each request, with the traceback in the log."""
+        try:
+            return self.run(requests, times)
+        except Exception:
+            logger.exception("the pipeline failed on a batch")
+            message = "the server failed on this request; its log has the details"
+            return [error_answer(request.request_id, 500, message) for request in requests]
+
     def run(self, requests: list[Request], times: StageTimes | None = None) -> list[Answer]:
         """One answer per request, in order; ``times``, if given, gets each stage's seconds."""
         if self.contract.transform_fn is not None:

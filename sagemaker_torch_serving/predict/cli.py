@@ -62,8 +62,6 @@ CONTENT_TYPES = {
     ".jpg": media.JPEG,
     ".jpeg": media.JPEG,
 }
-# The worker's answer to a batch the pipeline itself failed on (backend/worker.py).
-BATCH_FAILED = "the server failed on this request; its log has the details"
 SERVER_NAME = "sagemaker-torch-serving predict"  # context.system_properties["server_name"]
 
 _TOKEN = r"[A-Za-z0-9][\w.+!#$&^-]*"
@@ -326,7 +324,7 @@ def _answer(pipeline: Pipeline, arguments: Arguments) -> tuple[list[Answer], Sta
     """The inputs as one batch through the pipeline: the answers, each stage's time, and the
     whole batch's seconds."""
     from sagemaker_torch_serving.handler.context import ServingContext
-    from sagemaker_torch_serving.handler.pipeline import Request, StageTimes, error_answer
+    from sagemaker_torch_serving.handler.pipeline import Request, StageTimes
 
     accept = arguments.accept or pipeline.settings.default_accept
     requests = []
@@ -337,11 +335,7 @@ def _answer(pipeline: Pipeline, arguments: Arguments) -> tuple[list[Answer], Sta
         requests.append(Request(request_id, item.body, item.content_type, accept, context))
     times = StageTimes()
     started = time.perf_counter()
-    try:
-        answers = pipeline.run(requests, times)
-    except Exception:  # the pipeline answers errors per request; this is a bug in it
-        logger.exception("the pipeline failed on a batch")
-        answers = [error_answer(request.request_id, 500, BATCH_FAILED) for request in requests]
+    answers = pipeline.answer(requests, times)
     return answers, times, time.perf_counter() - started
 
 
