@@ -43,7 +43,7 @@ COPY scripts/build_plugin.sh /src/scripts/
 COPY sagemaker_torch_serving/java/*.java /src/sagemaker_torch_serving/java/
 RUN /src/scripts/build_plugin.sh /opt/mms/bin/python
 
-FROM system
+FROM system AS serving
 COPY --from=python /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/program \
@@ -56,9 +56,18 @@ COPY entrypoint.py /opt/program/
 COPY sagemaker_torch_serving/ /opt/program/sagemaker_torch_serving/
 COPY --from=plugin /src/sagemaker_torch_serving/java/ /opt/program/sagemaker_torch_serving/java/
 RUN python -m compileall -q /opt/program
-# Only what the container truly does: it serves on SAGEMAKER_BIND_TO_PORT. It does not serve
-# several models (no com.amazonaws.sagemaker.capabilities.multi-models label).
+# Only what the container truly does: it serves on SAGEMAKER_BIND_TO_PORT.
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
 EXPOSE 8080
 ENTRYPOINT ["/opt/venv/bin/python", "/opt/program/entrypoint.py"]
 CMD ["serve"]
+
+# The multi-model endpoint variant (make build MULTI_MODEL=1, the build's target multi-model):
+# the label lets SageMaker host it as one, and it serves /models also where nobody sets
+# SAGEMAKER_MULTI_MODEL (docker run).
+FROM serving AS multi-model
+LABEL com.amazonaws.sagemaker.capabilities.multi-models=true
+ENV SAGEMAKER_MULTI_MODEL=true
+
+# The default target: the single-model image.
+FROM serving AS single-model

@@ -9,6 +9,7 @@
 #             process (no Java, MMS or Docker); code/ serves models that bring none, as in the image
 #
 # The image: make build [IMAGE=name:tag] [DEVICE=gpu|cpu] [BASE_IMAGE=...] [WHEELHOUSE="dir ..."]
+#                       [MULTI_MODEL=1] (the multi-model endpoint variant)
 #            make run [MODEL=dir-or-model.tar.gz] [PORT=8080] [GPU=1] [NETWORK=bridge|host]
 #            make invoke [PORT=8080]
 #            make push [IMAGE=...] [REGION=...] [REPOSITORY=...] [REGISTRY=host:port]
@@ -33,6 +34,7 @@ IMAGE ?= sagemaker-torch-serving:latest
 DEVICE ?= gpu
 BASE_IMAGE ?=
 WHEELHOUSE ?=
+MULTI_MODEL ?=
 MODEL ?= build/model
 PORT ?= 8080
 GPU ?=
@@ -129,7 +131,8 @@ audit: venv
 
 build: venv
 	$(PY) scripts/build.py --tag $(IMAGE) --device $(DEVICE) \
-		$(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) $(foreach dir,$(WHEELHOUSE),--wheelhouse $(dir))
+		$(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) $(foreach dir,$(WHEELHOUSE),--wheelhouse $(dir)) \
+		$(if $(MULTI_MODEL),--multi-model)
 
 run: venv
 	$(PY) scripts/run_local.py --image $(IMAGE) --model $(MODEL) --port $(PORT) \

@@ -15,7 +15,7 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SAGEMAKER_PROGRAM | inference.py | the handler module (required only when set) |
 | SAGEMAKER_SUBMIT_DIRECTORY | (none) | the SDK's code folder, used when it is a folder here |
 | SERVING_HANDLER_CLASS | (none) | module:Class: a toolkit DefaultInferenceHandler subclass |
-| SAGEMAKER_MODEL_SERVER_WORKERS | GPUs, else CPUs | worker processes |
+| SAGEMAKER_MODEL_SERVER_WORKERS | GPUs, else CPUs | worker processes (multi-model: 1 per model) |
 | SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS | 60 | seconds one batch may take: then 504, new worker |
 | SAGEMAKER_MODEL_SERVER_TIMEOUT | (same) | read as seconds too, when the _SECONDS one is unset |
 | SAGEMAKER_STARTUP_TIMEOUT | 600 | seconds the model may take to load |
@@ -38,6 +38,8 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SAGEMAKER_BATCH | false | a batch transform job (SageMaker sets it): per-record errors |
 | SAGEMAKER_BATCH_STRATEGY | MultiRecord | /execution-parameters' BatchStrategy (or SingleRecord) |
 | SAGEMAKER_MAX_CONCURRENT_TRANSFORMS | workers | /execution-parameters' MaxConcurrentTransforms |
+| SAGEMAKER_MULTI_MODEL | false | a multi-model endpoint: models loaded and unloaded on /models |
+| SERVING_MEMORY_RESERVE_MB | 512 | multi-model: memory a load must leave free, else 507 |
 
 The code directory is SERVING_CODE_DIR if set, else SAGEMAKER_SUBMIT_DIRECTORY if it is a folder
 here (the SDK's framework models set it), else the model's own code/ (SageMaker's layout) if it
@@ -95,6 +97,8 @@ class Env:
     BATCH = "SAGEMAKER_BATCH"
     BATCH_STRATEGY = "SAGEMAKER_BATCH_STRATEGY"
     MAX_CONCURRENT_TRANSFORMS = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
+    MULTI_MODEL = "SAGEMAKER_MULTI_MODEL"
+    MEMORY_RESERVE_MB = "SERVING_MEMORY_RESERVE_MB"
     # Internal: how the serving process tells the processes it starts about this run.
     RUN_DIR = "SERVING_RUN_DIR"
     BACKEND_HANDOVER = "SERVING_BACKEND_HANDOVER"  # the waiting backend's socket (backend/)
@@ -159,6 +163,8 @@ class Settings:
     batch_transform: bool
     batch_strategy: str  # "MultiRecord" or "SingleRecord", the API's spelling
     max_concurrent_transforms: int
+    multi_model: bool
+    memory_reserve_bytes: int
     run_dir: Path | None
 
     @classmethod
@@ -168,7 +174,9 @@ class Settings:
         model_dir = Path(env.text(Env.MODEL_DIR, str(base_dir / "model"))).absolute()
         gpu_count = visible_gpu_count(env.raw)
         cpus = os.cpu_count() or 1
-        workers = env.positive_int(Env.WORKERS, gpu_count or cpus)
+        multi_model = env.flag(Env.MULTI_MODEL)
+        # Many models share the machine: one worker each unless asked otherwise.
+        workers = env.positive_int(Env.WORKERS, 1 if multi_model else gpu_count or cpus)
         timeout = env.positive_int(
             Env.TIMEOUT_SECONDS,
             env.positive_int(Env.TIMEOUT, 60),
@@ -209,6 +217,8 @@ class Settings:
             batch_transform=env.flag(Env.BATCH),
             batch_strategy=env.batch_strategy(Env.BATCH_STRATEGY),
             max_concurrent_transforms=env.positive_int(Env.MAX_CONCURRENT_TRANSFORMS, workers),
+            multi_model=multi_model,
+            memory_reserve_bytes=env.non_negative_int(Env.MEMORY_RESERVE_MB, 512) * MEBIBYTE,
             run_dir=Path(run_dir) if run_dir else None,
         )
 
@@ -223,6 +233,10 @@ class Settings:
         if self.run_dir is not None:
             env[Env.RUN_DIR] = str(self.run_dir)
         return env
+
+    def for_model(self, model_dir: Path) -> Settings:
+        """The settings of one model of a multi-model endpoint: its own directory and code."""
+        return dataclasses.replace(self, model_dir=model_dir, code_dir=model_dir / "code")
 
     @property
     def program_path(self) -> Path:

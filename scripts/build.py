@@ -3,13 +3,16 @@
 
     python scripts/build.py --tag sagemaker-torch-serving:latest            # GPU image
     python scripts/build.py --tag serving:cpu --device cpu                   # CPU image
+    python scripts/build.py --tag serving:mme --multi-model                  # for MMEs
     python scripts/build.py --device cpu --base-image local/bookworm:base \
         --wheelhouse /opt/pypi-more/files --wheelhouse /opt/pypi/files
 
---device picks the base image: gpu builds on NVIDIA's CUDA 13.0 base, cpu on
-debian:bookworm-slim. Both install the same pinned Python stack (docker/torch.lock, then
-docker/requirements.lock): PyPI's torch and torchvision, built for CUDA 13.0, which run on the
-CPU too (PyPI's torchvision does not import beside a +cpu torch). --wheelhouse (repeatable)
+--multi-model builds the multi-model endpoint variant (the Dockerfile's target multi-model:
+SageMaker's multi-models label, SAGEMAKER_MULTI_MODEL=true). --device picks the base image:
+gpu builds on NVIDIA's CUDA 13.0 base, cpu on debian:bookworm-slim. Both install the same
+pinned Python stack (docker/torch.lock, then docker/requirements.lock): PyPI's torch and
+torchvision, built for CUDA 13.0, which run on the CPU too (PyPI's torchvision does not import
+beside a +cpu torch). --wheelhouse (repeatable)
 offers folders of wheels to pip in the build: each is served on 127.0.0.1 for the length of
 the build (the build steps share the host's network) and given to pip as find-links, so that
 several GB of torch wheels never go into the build context; pip takes from the package index
@@ -44,6 +47,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--base-image", help="the FROM image (default: by --device)")
     parser.add_argument("--onnxruntime", default="onnxruntime", help="or onnxruntime-gpu")
     parser.add_argument(
+        "--multi-model", action="store_true", help="the multi-model endpoint variant"
+    )
+    parser.add_argument(
         "--wheelhouse",
         type=Path,
         action="append",
@@ -64,7 +70,8 @@ def main(argv: list[str]) -> int:
     except Failure as error:
         return fail(PROG, error)
 
-    print(f"building {args.tag} ({args.device}) on {base_image}", flush=True)
+    target = "multi-model" if args.multi_model else "single-model"
+    print(f"building {args.tag} ({args.device}, {target}) on {base_image}", flush=True)
     with ExitStack() as stack:
         links = [stack.enter_context(serve_folder(folder)) for folder in args.wheelhouse]
         build_args = {
@@ -76,6 +83,7 @@ def main(argv: list[str]) -> int:
         for chunk in client.api.build(
             path=str(REPO),
             tag=args.tag,
+            target=target,
             buildargs=build_args,
             network_mode=args.network,
             rm=True,

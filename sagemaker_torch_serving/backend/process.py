@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from sagemaker_torch_serving.errors import process_ended
-from sagemaker_torch_serving.run_dir import RunPaths, has_loaded
-from sagemaker_torch_serving.settings import Env
+from sagemaker_torch_serving.run_dir import RunPaths, has_loaded, write_load_failure
+from sagemaker_torch_serving.settings import Env, Settings
 
 
 def main(argv: list[str]) -> int:
@@ -56,7 +56,7 @@ def prestart(handover: Path) -> NoReturn:
     program.sendall(f"{os.getpid()}\n".encode())
     # The connection stays open in this process only: MMS's program waits for it to close,
     # which says that the backend ended.
-    _fork_workers(listening, Path(args.tmp_dir), program)
+    _fork_workers(listening, args, program)
 
 
 def _hand_over(handover: Path, argv: list[str]) -> int | None:
@@ -89,12 +89,12 @@ def _run(argv: list[str]) -> NoReturn:
     _import_for_workers()
     listening = _listen(args)
     _announce(os.getpid())
-    _fork_workers(listening, Path(args.tmp_dir))
+    _fork_workers(listening, args)
 
 
 def _arguments() -> argparse.ArgumentParser:
-    """MMS's arguments for its program (its WorkerLifeCycle); the handler and model go unused:
-    the worker reads both from the settings."""
+    """MMS's arguments for its program (its WorkerLifeCycle); the worker takes the model from
+    the settings, or on a multi-model endpoint from MMS's load command, and needs no handler."""
     parser = argparse.ArgumentParser(description="MMS backend (MMS starts it)")
     parser.add_argument("--sock-type", choices=("unix", "tcp"), required=True)
     parser.add_argument("--sock-name")
@@ -130,15 +130,18 @@ def _announce(pid: int) -> None:
 
 
 def _fork_workers(
-    listening: socket.socket, tmp_dir: Path, program: socket.socket | None = None
+    listening: socket.socket, args: argparse.Namespace, program: socket.socket | None = None
 ) -> NoReturn:
     """Fork a worker for each connection from MMS, until this process is stopped. The
     connection from MMS's ``program`` (after a handover) is the backend's, not the workers'."""
     from sagemaker_torch_serving.backend import worker
 
-    run_dir = os.environ.get(Env.RUN_DIR)
-    paths = RunPaths(Path(run_dir)) if run_dir else None
-    signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap(paths))
+    tmp_dir = Path(args.tmp_dir)
+    settings = Settings.from_env()
+    paths = RunPaths(settings.run_dir) if settings.run_dir else None
+    # A multi-model endpoint has a backend per model: a death while loading is that model's.
+    model_name = args.model_name if settings.multi_model else None
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap(paths, model_name))
     while True:
         connection, _ = listening.accept()
         if os.fork() == 0:
@@ -150,10 +153,11 @@ def _fork_workers(
         connection.close()
 
 
-def _reap(paths: RunPaths | None) -> None:
+def _reap(paths: RunPaths | None, model_name: str | None) -> None:
     """Reap ended workers. One that died before it loaded the model (killed for memory,
     crashed in native code) could not say why, so this says it for it: the serving process
-    stops on a load failure (MMS alone would retry it forever)."""
+    stops on a load failure (MMS alone would retry it forever); a multi-model endpoint answers
+    that model's load with it, 507 where the worker was killed (the kernel's OOM killer)."""
     from sagemaker_torch_serving.backend.worker import LOAD_FAILED
 
     while True:
@@ -167,5 +171,5 @@ def _reap(paths: RunPaths | None) -> None:
         if paths is None or code in (0, LOAD_FAILED) or has_loaded(paths.loaded, pid):
             continue
         reason = f"worker {pid} {process_ended(code)} while loading the model"
-        if not paths.load_failure.exists():
-            paths.load_failure.write_text(reason + "\n")
+        status = 507 if code == -signal.SIGKILL else 500
+        write_load_failure(paths, model_name, status, reason)

@@ -3,7 +3,9 @@
 process.py forks it for a connection from MMS's frontend and it lives as long as that
 connection; the frames are protocol.py's, the model and its handler the handler path's
 (handler/build.py). A worker that cannot load the model writes the reason to the run directory
-(the serving process exits with it) and answers MMS's load with the error. Every request of a
+(the serving process exits with it; on a multi-model endpoint the frontend answers that
+model's load with it) and answers MMS's load with the error. On a multi-model endpoint the
+model is the one MMS's load command names (its directory, with its own code/). Every request of a
 batch gets its own answer, whatever happens to the others.
 
 Importing this module imports torch: the backend does it once, before it forks.
@@ -25,9 +27,9 @@ from sagemaker_torch_serving.backend import protocol
 from sagemaker_torch_serving.backend.protocol import FrameReader, LoadCommand, WireRequest
 from sagemaker_torch_serving.handler.build import build_pipeline
 from sagemaker_torch_serving.handler.context import ServingContext
-from sagemaker_torch_serving.handler.model_loading import describe_load_failure
+from sagemaker_torch_serving.handler.model_loading import describe_load_failure, out_of_memory
 from sagemaker_torch_serving.handler.pipeline import Pipeline, Request, error_answer
-from sagemaker_torch_serving.run_dir import RunPaths, mark_loaded
+from sagemaker_torch_serving.run_dir import RunPaths, mark_loaded, write_load_failure
 from sagemaker_torch_serving.settings import Env, Settings
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ def serve(connection: socket.socket, tmp_dir: Path) -> int:
 def _load(command: LoadCommand, connection: socket.socket, tmp_dir: Path) -> Worker | None:
     """Load the model and answer MMS; None if loading failed (and was reported)."""
     settings = Settings.from_env()
+    if settings.multi_model:
+        settings = settings.for_model(Path(command.model_path))
     logging.basicConfig(stream=sys.stdout, level=settings.log_level, format="%(message)s")
     # MMS reads each worker's output from two FIFOs it names, which must exist when it gets the
     # answer (else it creates plain files and never sees a line).
@@ -83,9 +87,10 @@ def _load(command: LoadCommand, connection: socket.socket, tmp_dir: Path) -> Wor
     except Exception as error:
         reason = describe_load_failure(error, settings.code_dir, settings.trust_pickled_model)
         logger.error("loading the model failed: %s", reason, exc_info=error)
+        code = 507 if out_of_memory(error) else 500
         if settings.run_dir is not None:
-            RunPaths(settings.run_dir).load_failure.write_text(reason + "\n")
-        code = 507 if isinstance(error, MemoryError) else 500
+            model_name = command.model_name if settings.multi_model else None
+            write_load_failure(RunPaths(settings.run_dir), model_name, code, reason)
         connection.sendall(protocol.load_answer(code, reason))
         return None
     # MMS takes the worker's pid from the end of this message.

@@ -25,6 +25,7 @@ from sagemaker_torch_serving.handler.context import ServingContext
 from sagemaker_torch_serving.handler.contract import load_contract
 from sagemaker_torch_serving.handler.model_loading import (
     ModelLoadError,
+    check_device_memory,
     load_model,
     select_device,
 )
@@ -50,6 +51,7 @@ def build_pipeline(settings: Settings, system_properties: dict[str, Any]) -> Pip
         code_dir=settings.code_dir,
     )
     device = select_device(settings.device, system_properties.get("gpu_id"))
+    check_device_memory(device, settings.model_dir)
     system_properties.update(model_dir=str(settings.model_dir), device=str(device))
     context = ServingContext(system_properties)
     model_dir = str(settings.model_dir)

@@ -36,6 +36,41 @@ class ModelLoadError(Exception):
     """The model cannot be loaded; the message says what a person should change."""
 
 
+class NotEnoughMemory(ModelLoadError, MemoryError):
+    """The device has too little free memory for the model (a multi-model endpoint answers
+    507, so that SageMaker unloads other models first)."""
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether loading failed for want of host or GPU memory."""
+    return isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError))
+
+
+def check_device_memory(device: torch.device, model_dir: Path) -> None:
+    """Refuse to load onto a GPU whose free memory is less than the model's files: loading
+    would fail halfway, or leave too little to serve with."""
+    if device.type != "cuda":
+        return  # host memory: the frontend checks it before a load (java/MultiModels.java)
+    free, _ = torch.cuda.mem_get_info(device)
+    needed = files_size(model_dir)
+    if needed > free:
+        raise NotEnoughMemory(
+            f"GPU {device.index} has {free >> 20} MiB free and the model's files take "
+            f"{needed >> 20} MiB"
+        )
+
+
+def files_size(directory: Path) -> int:
+    """Bytes of the regular files under ``directory`` (links not followed)."""
+    total = 0
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                total += os.path.getsize(path)
+    return total
+
+
 def select_device(setting: str, gpu_id: int | None) -> torch.device:
     """The worker's device: the GPU that MMS assigned it (``gpu_id``) where CUDA is there."""
     if setting == "cpu":

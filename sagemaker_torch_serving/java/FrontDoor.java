@@ -40,6 +40,7 @@ import io.netty.util.concurrent.ScheduledFuture;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayDeque;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.UUID;
@@ -53,7 +54,10 @@ import org.slf4j.LoggerFactory;
  * handlers (docs/architecture.md, "The serving port", says why each rule exists):
  *
  * <ul>
- *   <li>only GET /ping and POST /invocations reach MMS; every other request, malformed HTTP,
+ *   <li>only SageMaker's endpoints reach MMS (GET /ping, POST /invocations, GET
+ *       /execution-parameters, and on a multi-model endpoint /models, /models/NAME and POST
+ *       /models/NAME/invoke, where /invocations names its model in the
+ *       X-Amzn-SageMaker-Target-Model header); every other request, malformed HTTP,
  *       a body over the payload limit, a transfer-encoded body or an unknown Expect is answered
  *       here, 4xx with our JSON body, and the connection is closed after a lingering read;
  *   <li>one request at a time per connection: pipelined requests wait for the answer before
@@ -69,6 +73,12 @@ public final class FrontDoor extends ChannelDuplexHandler {
     /** The endpoints of the serving port and the one method of each (SageMaker's contract). */
     private static final Map<String, String> ROUTES =
             Map.of("/ping", "GET", "/invocations", "POST", "/execution-parameters", "GET");
+    private static final String ENDPOINTS = MultiModels.ENABLED
+            ? "GET /ping, POST /invocations, GET and POST /models, GET and DELETE /models/NAME "
+                    + "and POST /models/NAME/invoke"
+            : "GET /ping, POST /invocations and GET /execution-parameters";
+    /** Where a multi-model endpoint's /invocations names its model (SageMaker's header). */
+    static final String TARGET_MODEL = "X-Amzn-SageMaker-Target-Model";
 
     private static final Logger LOGGER = LoggerFactory.getLogger(FrontDoor.class);
     private static final long MAX_PAYLOAD = Long.getLong("serving.maxPayloadBytes", 6L << 20);
@@ -286,15 +296,22 @@ public final class FrontDoor extends ChannelDuplexHandler {
             return refuse(400, "HTTP/1.1 only, not " + clip(request.protocolVersion().text()), null);
         }
         String path = path(request.uri());
-        String method = ROUTES.get(path);
-        if (method == null) {
-            return refuse(404, "no such endpoint: " + clip(path)
-                    + "; this port serves GET /ping, POST /invocations and GET /execution-parameters",
+        String methods = methods(path);
+        if (methods == null) {
+            return refuse(404, "no such endpoint: " + clip(path) + "; this port serves " + ENDPOINTS,
                     null);
         }
-        if (!method.equals(request.method().name())) {
+        if (!List.of(methods.split(", ")).contains(request.method().name())) {
             String used = clip(request.method().name());
-            return refuse(405, used + " is not allowed on " + path + "; use " + method, method);
+            return refuse(405, used + " is not allowed on " + clip(path) + "; use " + methods,
+                    methods);
+        }
+        if (MultiModels.ENABLED && "/invocations".equals(path)) {
+            String target = request.headers().get(TARGET_MODEL);
+            if (target == null || !MultiModels.validName(target)) {
+                return refuse(400, "a multi-model endpoint serves /invocations for the model its "
+                        + TARGET_MODEL + " header names (or use POST /models/NAME/invoke)", null);
+            }
         }
         HttpHeaders headers = request.headers();
         if (headers.contains(HttpHeaderNames.TRANSFER_ENCODING)) {
@@ -321,6 +338,26 @@ public final class FrontDoor extends ChannelDuplexHandler {
         return null;
     }
 
+    /** The methods of an endpoint of this port ("GET, DELETE"), or null: no such endpoint. */
+    private static String methods(String path) {
+        String fixed = ROUTES.get(path);
+        if (fixed != null || !MultiModels.ENABLED) {
+            return fixed;
+        }
+        if ("/models".equals(path)) {
+            return "GET, POST";
+        }
+        String[] parts = path.split("/", -1); // "", "models", NAME[, "invoke"]
+        if (parts.length < 3 || parts.length > 4 || !"models".equals(parts[1])
+                || !MultiModels.validName(parts[2])) {
+            return null;
+        }
+        if (parts.length == 3) {
+            return "GET, DELETE";
+        }
+        return "invoke".equals(parts[3]) ? "POST" : null;
+    }
+
     private String refuse(int status, String message, String allow) {
         FullHttpResponse response = errorResponse(status, message, id());
         if (head) { // the same headers as a GET's answer, and no body (RFC 9110)
@@ -340,8 +377,14 @@ public final class FrontDoor extends ChannelDuplexHandler {
      * this Netty); the worker gets the client's Content-Type back from CONTENT_TYPE_HEADER.
      */
     private static void prepare(HttpRequest request) {
-        request.setUri(path(request.uri()));
+        String path = path(request.uri());
         HttpHeaders headers = request.headers();
+        if (MultiModels.ENABLED && "/invocations".equals(path)) {
+            path = "/models/" + headers.get(TARGET_MODEL) + "/invoke";
+        }
+        if (!"/models".equals(path)) { // GET /models keeps its next_page_token
+            request.setUri(path);
+        }
         headers.remove(CONTENT_TYPE_HEADER);
         String type = headers.get(HttpHeaderNames.CONTENT_TYPE);
         if (type != null) {
@@ -458,6 +501,9 @@ public final class FrontDoor extends ChannelDuplexHandler {
         if (message.startsWith("Worker died")) {
             return "the worker serving this request died (out of memory, or a crash in native "
                     + "code); a new one is started";
+        }
+        if (status == 404 && message.startsWith("Model not found: ")) {
+            return "model " + clip(message.substring(17)) + " is not loaded";
         }
         if (status == 503) {
             return "no worker is free to take the request (the model is loading or restarting, "

@@ -15,7 +15,8 @@ import software.amazon.ai.mms.servingsdk.http.Response;
 /**
  * GET /ping that tells the truth. MMS's own /ping answers 200 whatever its workers do; MMS
  * routes a plugin's endpoint before its own, so this one replaces it: 200 only while at least
- * one worker has the model loaded and the server is not draining for shutdown, 503 otherwise.
+ * one worker has the model loaded (on a multi-model endpoint: always) and the server is not
+ * draining for shutdown, 503 otherwise.
  */
 @Endpoint(
         urlPattern = "ping",
@@ -58,6 +59,11 @@ public class ReadinessPing extends ModelServerEndpoint {
             body = "{\"code\": 503, \"message\": \"no worker has the model loaded (yet)\", "
                     + "\"status\": \"Unhealthy\", \"workers\": 0}";
         }
-        sendJson(response, loaded > 0 && !draining ? 200 : 503, body);
+        // A multi-model endpoint is ready with no model: SageMaker loads them through /models.
+        boolean ready = !draining && (loaded > 0 || MultiModels.ENABLED);
+        if (ready) {
+            body = "{\"status\": \"Healthy\", \"workers\": " + loaded + "}";
+        }
+        sendJson(response, ready ? 200 : 503, body);
     }
 }

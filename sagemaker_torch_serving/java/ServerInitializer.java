@@ -15,13 +15,17 @@ import io.netty.channel.ChannelPipeline;
 import io.netty.handler.codec.http.HttpObjectAggregator;
 import io.netty.handler.codec.http.HttpServerCodec;
 import io.netty.handler.ssl.SslContext;
+import java.util.Map;
 import sagemaker.serving.FrontDoor;
+import sagemaker.serving.MultiModels;
+import software.amazon.ai.mms.servingsdk.ModelServerEndpoint;
 
 /**
  * The pipeline of each accepted connection. It has MMS's class name and comes before MMS's jar
  * on the class path, so it replaces MMS's own: on the serving port, FrontDoor's guards sit
  * around Netty's HTTP codec (docs/architecture.md, "The serving port"), and the handler chain
- * is MMS's inference handler alone, whose plugin endpoints include our /ping. The management
+ * is MMS's inference handler alone, whose plugin endpoints include our /ping (on a multi-model
+ * endpoint, MultiModels' model API first). The management
  * connector (a Unix socket only the serving process uses) keeps MMS's chain.
  */
 public class ServerInitializer extends ChannelInitializer<Channel> {
@@ -51,8 +55,12 @@ public class ServerInitializer extends ChannelInitializer<Channel> {
             pipeline.addLast("handler", new HttpRequestHandler(head));
             return;
         }
-        HttpRequestHandlerChain head =
-                new InferenceRequestHandler(PluginsManager.getInstance().getInferenceEndpoints());
+        // A multi-model endpoint's model API (/models, /models/NAME) comes first.
+        Map<String, ModelServerEndpoint> endpoints =
+                PluginsManager.getInstance().getInferenceEndpoints();
+        HttpRequestHandlerChain head = MultiModels.ENABLED
+                ? new MultiModels(endpoints)
+                : new InferenceRequestHandler(endpoints);
         head.setNextHandler(new InvalidRequestHandler());
         FrontDoor.install(ch, new HttpObjectAggregator(maxRequestSize), new HttpRequestHandler(head));
     }

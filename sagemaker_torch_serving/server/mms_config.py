@@ -35,9 +35,11 @@ RESPONSE_SLACK_BYTES = 64 * 1024
 
 
 def write_run_dir(settings: Settings, paths: RunPaths) -> None:
-    """Write the config, the log config and the link to the model."""
+    """Write the config, the log config and the link to the model (none on a multi-model
+    endpoint: its models come and go through /models)."""
     paths.loaded.mkdir()
-    paths.model_link.symlink_to(settings.model_dir.resolve(), target_is_directory=True)
+    if not settings.multi_model:
+        paths.model_link.symlink_to(settings.model_dir.resolve(), target_is_directory=True)
     paths.config.write_text(properties(settings, paths))
     paths.log_config.write_text(log_config(settings.log_level))
 
@@ -46,8 +48,9 @@ def properties(settings: Settings, paths: RunPaths) -> str:
     values = {
         "inference_address": f"http://{settings.host}:{settings.port}",
         "management_address": f"unix:{paths.management_socket}",
-        "model_store": str(paths.root),
-        "load_models": f"{MODEL_NAME}={MODEL_NAME}",
+        # A multi-model endpoint's loads name absolute paths (/opt/ml/models/<name>/model),
+        # which MMS looks up under its model store.
+        "model_store": "/" if settings.multi_model else str(paths.root),
         "default_service_handler": HANDLER,
         "default_workers_per_model": str(settings.workers),
         "default_response_timeout_seconds": str(
@@ -61,6 +64,8 @@ def properties(settings: Settings, paths: RunPaths) -> str:
         "enable_envvars_config": "false",
         "async_logging": "true",
     }
+    if not settings.multi_model:
+        values["load_models"] = f"{MODEL_NAME}={MODEL_NAME}"
     return "".join(f"{key}={value}\n" for key, value in values.items())
 
 
@@ -113,7 +118,7 @@ def java_command(settings: Settings, paths: RunPaths) -> list[str]:
         f"-Dlog4j.configurationFile=file://{paths.log_config}",
         f"-Djava.io.tmpdir={paths.root}",
         f"-Djava.library.path={NATIVE_DIR}",
-        *front_door_properties(settings),
+        *front_door_properties(settings, paths),
         "-cp",
         class_path,
         "com.amazonaws.ml.mms.ModelServer",
@@ -124,9 +129,10 @@ def java_command(settings: Settings, paths: RunPaths) -> list[str]:
     ]
 
 
-def front_door_properties(settings: Settings) -> list[str]:
+def front_door_properties(settings: Settings, paths: RunPaths) -> list[str]:
     """The serving port's limits, for java/FrontDoor.java (with the variables that set them,
-    for its messages), and batch transform's execution parameters."""
+    for its messages), batch transform's execution parameters and what a multi-model
+    endpoint's loads need."""
     values = {
         "maxPayloadBytes": settings.max_payload_bytes,
         "payloadVariable": Env.MAX_PAYLOAD_IN_MB,
@@ -138,6 +144,16 @@ def front_door_properties(settings: Settings) -> list[str]:
         "maxConcurrentTransforms": settings.max_concurrent_transforms,
         "batchStrategy": settings.batch_strategy,
         "maxPayloadMb": settings.max_payload_bytes // MEBIBYTE,
+        # a multi-model endpoint's /models (java/MultiModels.java)
+        "multiModel": str(settings.multi_model).lower(),
+        "workersPerModel": settings.workers,
+        "batchSize": settings.batch_size,
+        "maxBatchDelay": settings.max_batch_delay_ms,
+        "memoryReserveBytes": settings.memory_reserve_bytes,
+        "memoryReserveVariable": Env.MEMORY_RESERVE_MB,
+        "startupTimeoutSeconds": settings.startup_timeout_seconds,
+        "startupTimeoutVariable": Env.STARTUP_TIMEOUT,
+        "loadFailures": paths.model_load_failures,
     }
     return [f"-Dserving.{name}={value}" for name, value in values.items()]
 

@@ -3,7 +3,8 @@
 It checks what it can before starting anything (model, Java, the plugin), installs
 ``code/requirements.txt``, writes MMS's configuration into a private run directory, starts the
 backend and then MMS's frontend in process groups of their own, sets batching, and waits until
-a worker has loaded the model; a model that cannot load ends the server with the reason. On
+a worker has loaded the model; a model that cannot load ends the server with the reason (a
+multi-model endpoint starts with no model: the frontend loads them, java/MultiModels.java). On
 SIGTERM or SIGINT /ping turns 503, requests in flight finish (up to SERVING_DRAIN_SECONDS), and
 every process is stopped; as their subreaper this process outlives none of them.
 MMS's own launcher (mms.model_server) is not used: it writes a pid file to the shared temp
@@ -75,20 +76,25 @@ class Server:
         self.settings = dataclasses.replace(self.settings, run_dir=paths.root)
         try:
             _check_socket_paths(paths)
-            self._find_model(paths)
+            multi_model = self.settings.multi_model
+            if not multi_model:
+                self._find_model(paths)
             self._check_prerequisites()
-            _install_requirements(self.settings.code_dir / "requirements.txt")
+            if not multi_model:
+                _install_requirements(self.settings.code_dir / "requirements.txt")
             mms_config.write_run_dir(self.settings, paths)
-            self._start_backend(paths)
+            if not multi_model:  # each model's backend is started by MMS as it loads
+                self._start_backend(paths)
             self._start_mms(paths)
             self._load_model(paths)
             if self.stop_requested.is_set():
                 return 0
             logger.info(
-                "ready in %.2f s: http://%s:%d (workers=%d, batch size=%d, max delay=%d ms)",
+                "ready in %.2f s: http://%s:%d (%sworkers=%d, batch size=%d, max delay=%d ms)",
                 time.monotonic() - started,
                 self.settings.host,
                 self.settings.port,
+                "multi-model endpoint, per model: " if multi_model else "",
                 self.settings.workers,
                 self.settings.batch_size,
                 self.settings.max_batch_delay_ms,
@@ -117,7 +123,7 @@ class Server:
             raise ServerError(str(error)) from error
 
     def _check_prerequisites(self) -> None:
-        if not self.settings.model_dir.is_dir():
+        if not self.settings.multi_model and not self.settings.model_dir.is_dir():
             raise ServerError(
                 f"model directory {self.settings.model_dir} does not exist: mount the model "
                 f"there or set {Env.MODEL_DIR}"
@@ -157,12 +163,15 @@ class Server:
         )
 
     def _load_model(self, paths: RunPaths) -> None:
-        """Set batching, then wait until a worker has loaded the model (or fails to, or a stop)."""
+        """Set batching, then wait until a worker has loaded the model (or fails to, or a stop);
+        on a multi-model endpoint, until MMS answers."""
         deadline = time.monotonic() + self.settings.startup_timeout_seconds
         batching_set = False
         while not self.stop_requested.is_set():
             self._check_alive_while_loading(paths, deadline)
             state = self.management.state()
+            if state is not None and self.settings.multi_model:
+                return
             if state is not None and not batching_set:
                 self.management.put(mms_config.batching_query(self.settings))
                 batching_set = True
@@ -185,7 +194,7 @@ class Server:
     def _dead_process(self) -> ServerError | None:
         """The frontend's or the backend's death, if one of them died (or dies within a
         second: a call to a frontend being killed fails before its exit is seen)."""
-        if self.process is None or self.backend is None:
+        if self.process is None:
             return None
         deadline = time.monotonic() + 1.0
         while True:
@@ -206,8 +215,10 @@ class Server:
 
     def _check_backend_alive(self) -> None:
         """The backend forks every worker MMS asks for: without it no worker can start again,
-        so its end is the server's (the platform then restarts the container)."""
-        assert self.backend is not None
+        so its end is the server's (the platform then restarts the container). A multi-model
+        endpoint has none of its own: MMS starts and stops one per model."""
+        if self.backend is None:
+            return
         code = self.backend.poll()
         if code is not None:
             raise ServerError(
@@ -219,8 +230,24 @@ class Server:
         while not self.stop_requested.wait(POLL_SECONDS * 4):
             self._check_mms_alive()
             self._check_backend_alive()
-            self._check_workers_can_load(paths)
+            if self.settings.multi_model:
+                self._reap_orphans()
+            else:
+                self._check_workers_can_load(paths)
         self._drain()
+
+    def _reap_orphans(self) -> None:
+        """Reap the workers of unloaded models: MMS kills a model's backend, its workers end
+        as this subreaper's children. The frontend's own end is left to _check_mms_alive."""
+        ours = {process.pid for process in (self.process, self.backend) if process is not None}
+        while True:
+            try:
+                ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if ended is None or ended.si_pid in ours:
+                return
+            os.waitpid(ended.si_pid, 0)
 
     def _check_workers_can_load(self, paths: RunPaths) -> None:
         """A worker MMS restarted could not load the model: fatal once none is left serving."""

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -114,6 +114,21 @@ class ServerProcess:
             self.process.wait()
 
 
+def wait_ready(url: str, exited: Callable[[], bool], log: Callable[[], str]) -> None:
+    """Wait until url's /ping says 200; fail with the log if the server exits or never does."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if exited():
+            pytest.fail(f"the server exited:\n{log()[-4000:]}")
+        time.sleep(0.1)
+    pytest.fail(f"not ready after 120 s:\n{log()[-4000:]}")
+
+
 @pytest.fixture(scope="session")
 def plugin_jar() -> Path:
     if not PLUGIN_JAR.exists():
@@ -160,14 +175,24 @@ def image(client) -> str:
     """The image under test, built from this checkout (cached layers make a rebuild quick)."""
     if os.environ.get("SERVING_TEST_IMAGE"):
         return os.environ["SERVING_TEST_IMAGE"]
+    return build_test_image(TEST_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def multi_model_image(client, image) -> str:
+    """The multi-model endpoint variant: the image under test's layers, and its label."""
+    return build_test_image(f"{TEST_IMAGE}-multi-model", "--multi-model")
+
+
+def build_test_image(tag: str, *options: str) -> str:
     subprocess.run([str(REPO / "scripts" / "make_base_image.sh"), BASE_IMAGE], check=True)
-    command = [sys.executable, str(REPO / "scripts" / "build.py"), "--tag", TEST_IMAGE]
+    command = [sys.executable, str(REPO / "scripts" / "build.py"), "--tag", tag, *options]
     command += ["--device", "cpu", "--base-image", BASE_IMAGE]
     for folder in local_wheel_folders():
         command += ["--wheelhouse", folder]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    return TEST_IMAGE
+    return tag
 
 
 def local_wheel_folders() -> list[str]:

@@ -25,6 +25,7 @@ from PIL import Image
 from sagemaker_torch_serving.archive import pack
 from tests.conftest import REPO, free_port
 from tests.integration.clients import Client, load, summary
+from tests.integration.conftest import wait_ready
 
 docker = pytest.importorskip("docker")
 
@@ -62,21 +63,6 @@ class Container:
             self.container.remove(force=True)
         except docker.errors.NotFound:
             pass
-
-
-def wait_ready(url: str, exited: Callable[[], bool], log: Callable[[], str]) -> None:
-    """Wait until url's /ping says 200; fail with the log if the server exits or never does."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        if exited():
-            pytest.fail(f"the server exited:\n{log()[-4000:]}")
-        time.sleep(0.1)
-    pytest.fail(f"not ready after 120 s:\n{log()[-4000:]}")
 
 
 @pytest.fixture

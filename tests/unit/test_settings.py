@@ -256,3 +256,27 @@ def test_batch_transform_settings() -> None:
     assert settings.max_concurrent_transforms == 8
     with pytest.raises(SettingsError, match="SAGEMAKER_BATCH_STRATEGY must be MultiRecord"):
         Settings.from_env({**NO_GPU, "SAGEMAKER_BATCH_STRATEGY": "Lines"})
+
+
+def test_multi_model_settings(tmp_path: Path) -> None:
+    settings = Settings.from_env({**NO_GPU, "SAGEMAKER_MULTI_MODEL": "true"})
+    assert settings.multi_model
+    assert settings.workers == 1  # per model: many models share the machine
+    assert settings.torch_threads == (os.cpu_count() or 1)
+    assert settings.memory_reserve_bytes == 512 * MEBIBYTE
+    model = settings.for_model(tmp_path / "models" / "a" / "model")
+    assert (model.model_dir, model.code_dir) == (
+        tmp_path / "models" / "a" / "model",
+        tmp_path / "models" / "a" / "model" / "code",
+    )
+    assert model.program_path == model.code_dir / "inference.py"
+    settings = Settings.from_env(
+        {
+            **NO_GPU,
+            "SAGEMAKER_MULTI_MODEL": "true",
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+            "SERVING_MEMORY_RESERVE_MB": "0",
+        }
+    )
+    assert (settings.workers, settings.memory_reserve_bytes) == (2, 0)
+    assert not Settings.from_env(NO_GPU).multi_model
