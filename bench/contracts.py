@@ -35,6 +35,7 @@ import torch
 
 from sagemaker_torch_serving.settings import Env
 from tests.ports import free_port
+from tests.processes import model_processes
 
 
 class Server:
@@ -210,7 +211,7 @@ def models(args: argparse.Namespace, work: Path) -> None:
             answer = requests.post(f"{server.url}/models/{name}/invoke", json=[[1.0] * width])
             first = (time.perf_counter() - started) * 1000
             assert answer.json()["model"] == name, answer.text
-            pss = sum(p.memory_full_info().pss for p in _processes(url)) / 2**20
+            pss = sum(p.memory_full_info().pss for p in model_processes(url)) / 2**20
             print(f"| {name} | {loads[-1]:.2f} | {pss:.0f} | {drop:.0f} | {first:.1f} |")
         print("| model | unload s | available memory back MB | processes left |")
         print("| --- | ---: | ---: | ---: |")
@@ -220,26 +221,17 @@ def models(args: argparse.Namespace, work: Path) -> None:
             requests.delete(f"{server.url}/models/{name}").raise_for_status()
             unloads.append(time.perf_counter() - started)
             deadline = time.monotonic() + 10
-            while _processes(url) and time.monotonic() < deadline:
+            while model_processes(url) and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.5)
             back = (psutil.virtual_memory().available - before) / 2**20
-            print(f"| {name} | {unloads[-1]:.2f} | {back:.0f} | {len(_processes(url))} |")
+            print(f"| {name} | {unloads[-1]:.2f} | {back:.0f} | {len(model_processes(url))} |")
     finally:
         server.stop()
     print(
         f"load: median {statistics.median(loads):.2f} s; "
         f"unload: median {statistics.median(unloads):.2f} s"
     )
-
-
-def _processes(url: str) -> list[psutil.Process]:
-    """A model's backend and workers (MMS starts the backend with --model-path URL)."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if url in (process.info["cmdline"] or []):
-            found.append(process)
-    return found
 
 
 def main(argv: list[str]) -> int:

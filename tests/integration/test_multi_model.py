@@ -9,13 +9,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 import torch
 
 from tests.integration.conftest import ServerProcess, wait_ready
 from tests.ports import free_port
+from tests.processes import model_processes
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 
@@ -69,15 +69,6 @@ def load(server: ServerProcess, name: str, url: str) -> requests.Response:
 
 def invoke(server: ServerProcess, name: str, values: list[float]) -> requests.Response:
     return requests.post(f"{server.url}/models/{name}/invoke", json=values, timeout=30)
-
-
-def model_processes(url: str) -> list[psutil.Process]:
-    """A model's backend and workers: MMS starts the backend with --model-path URL."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if url in (process.info["cmdline"] or []):
-            found.append(process)
-    return found
 
 
 def assert_error(response: requests.Response, status: int, *words: str) -> None:
