@@ -1,8 +1,13 @@
-"""The limit a server can approach: the same handler chain, called in a plain Python loop.
+"""The limits a server can approach: the same handler chain, called in a plain Python loop.
 
-Our pipeline (built by worker.build_pipeline, as a worker builds it) runs batches of the same
-request with no HTTP, no MMS and no sockets, in as many processes as the server has workers,
-with the server's settings (``env``: workers, so torch threads per worker; half precision...).
+Our pipeline (built by handler.build.build_pipeline, as a worker builds it) runs batches of the
+same request with no HTTP, no MMS and no sockets. Two limits per workload:
+
+- one request: one request at a time in one process with torch on every CPU, the best a lone
+  request can do on this machine (a served c=1 p50 is compared with it);
+- throughput: the most requests per second over every way of sharing the CPUs that it tries,
+  processes x torch threads per process (their product the CPU count) x batch size (served
+  req/s are compared with it).
 """
 
 from __future__ import annotations
@@ -11,26 +16,53 @@ import multiprocessing
 import os
 import statistics
 import time
+from typing import Any
 
 from bench.workloads import Workload
 from sagemaker_torch_serving.settings import Env
 
+BATCH_SIZES = (1, 4, 8)
 
-def throughput(workload: Workload, env: dict[str, str], batch_size: int, seconds: float) -> float:
-    """Requests per second of one process per worker, each looping over batches."""
-    workers = int(env[Env.WORKERS])
+
+def cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def one_request_ms(workload: Workload, requests: int) -> float:
+    """Median time of one request through the chain, one at a time, torch on every CPU."""
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers) as pool:
-        counts = pool.starmap(_loop, [(workload, env, batch_size, seconds)] * workers)
+    with context.Pool(1) as pool:
+        return pool.apply(_latency, (workload, _env(1, cpus()), requests))
+
+
+def throughput_limit(workload: Workload, seconds: float) -> dict[str, Any]:
+    """The best req/s over processes x threads x batch size, with every combination tried."""
+    grid = []
+    for processes in [n for n in range(1, cpus() + 1) if cpus() % n == 0]:
+        threads = cpus() // processes
+        for batch in BATCH_SIZES:
+            rate = throughput(workload, processes, threads, batch, seconds)
+            grid.append({"processes": processes, "threads": threads, "batch": batch, "req_s": rate})
+    return {"best": max(grid, key=lambda entry: entry["req_s"]), "grid": grid}
+
+
+def throughput(
+    workload: Workload, processes: int, threads: int, batch_size: int, seconds: float
+) -> float:
+    """Requests per second of ``processes`` processes, each looping over batches."""
+    context = multiprocessing.get_context("spawn")
+    env = _env(processes, threads)
+    with context.Pool(processes) as pool:
+        counts = pool.starmap(_loop, [(workload, env, batch_size, seconds)] * processes)
     return sum(counts) / seconds
 
 
-def latency_p50_ms(workload: Workload, env: dict[str, str], requests: int) -> float:
-    """Median time of one request through the chain, one at a time, in one process that has
-    one worker's share of the CPUs."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(_latency, (workload, env, requests))
+def _env(processes: int, threads: int) -> dict[str, str]:
+    return {
+        Env.WORKERS: str(processes),
+        Env.TORCH_THREADS: str(threads),
+        Env.OMP_NUM_THREADS: str(threads),
+    }
 
 
 def _pipeline(workload: Workload, env: dict[str, str]):

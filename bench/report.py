@@ -26,38 +26,42 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     for name, workload in results["workloads"].items():
-        limit = workload["inprocess"]
+        limits = workload["limits"]
+        best = limits["throughput"]["best"]
+        tried = ", ".join(
+            f"{entry['processes']}x{entry['threads']} b{entry['batch']}: {entry['req_s']:.0f}"
+            for entry in limits["throughput"]["grid"]
+        )
         lines += [
             f"## {name}: {workload['description']}",
             "",
-            f"In-process limit: {limit['p50_ms']:.3f} ms per request (batch 1, one process); "
-            + ", ".join(
-                f"{rps:.0f} req/s at batch {batch}"
-                for batch, rps in limit["throughput_by_batch"].items()
-            )
-            + f" ({limit['workers']} processes).",
+            f"In-process limits: one request {limits['one_request_ms']:.3f} ms (p50, torch on "
+            f"all {limits['cpus']} CPUs); throughput {best['req_s']:.1f} req/s "
+            f"({best['processes']} processes x {best['threads']} threads, batch "
+            f"{best['batch']}; req/s of processes x threads, batch: {tried}).",
             "",
-            "| contender | start to first answer | workers x RSS | PSS, all processes | c "
-            "| req/s | p50 ms | p99 ms | errors |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| contender | start to first answer | workers x RSS | PSS, all processes (JVM) "
+            "| c | req/s | of throughput limit | p50 ms | p50 / one-request limit | p99 ms "
+            "| errors |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for contender in workload["contenders"].values():
             if "error" in contender:
-                lines.append(
-                    f"| {contender['label']} | failed: {contender['error']} | | | | | | | |"
-                )
+                lines.append(f"| {contender['label']} | failed: {contender['error']} |" + " |" * 9)
                 continue
             startup = f"{contender['startup_s']:.2f} s"
             memory = contender["memory"]
             rss = f"{memory['workers']} x {memory['worker_rss_mb']:.0f} MB"
-            pss = f"{memory['total_pss_mb']:.0f} MB"
+            pss = f"{memory['total_pss_mb']:.0f} MB ({memory['java_pss_mb']:.0f} MB)"
             for index, level in enumerate(contender["levels"]):
                 head = [contender["label"], startup, rss, pss] if index == 0 else [""] * 4
                 lines.append(
                     "| "
                     + " | ".join(head)
                     + f" | {level['concurrency']} | {level['throughput']:.0f}"
-                    f" | {level['p50_ms']:.2f} | {level['p99_ms']:.2f} | {level['errors']} |"
+                    f" | {level['of_throughput_limit']:.2f}x"
+                    f" | {level['p50_ms']:.2f} | {level['of_one_request_limit']:.2f}x"
+                    f" | {level['p99_ms']:.2f} | {level['errors']} |"
                 )
         lines.append("")
         if workload.get("batching"):

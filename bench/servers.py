@@ -65,7 +65,8 @@ class Server:
         but in its tree). ``worker_rss_mb`` is the mean resident memory of its workers, the
         processes that have torch loaded and fork nothing (a backend that forks them, and
         MMS's program that waits for ours, are not workers); ``total_pss_mb`` counts pages
-        that processes share (forked workers share torch's) once, divided among them."""
+        that processes share (forked workers share torch's) once, divided among them, and
+        ``java_pss_mb`` is the share of it of the Java frontend."""
         root = psutil.Process(self.process.pid)
         processes = {process.pid: process for process in root.children(recursive=True)}
         processes[root.pid] = root
@@ -75,14 +76,16 @@ class Server:
                     processes[process.pid] = process
             except (ProcessLookupError, psutil.NoSuchProcess):
                 continue
-        workers, total_pss = [], 0.0
+        workers, total_pss, java_pss = [], 0.0, 0.0
         for process in processes.values():
             try:
                 memory = process.memory_full_info()
                 is_worker = not process.children() and _has_torch(process.pid)
+                is_java = process.name() == "java"
             except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
                 continue
             total_pss += memory.pss / 2**20
+            java_pss += memory.pss / 2**20 if is_java else 0.0
             if is_worker:
                 workers.append(memory.rss / 2**20)
         mean = sum(workers) / len(workers) if workers else 0.0
@@ -90,6 +93,7 @@ class Server:
             "worker_rss_mb": round(mean, 1),
             "workers": len(workers),
             "total_pss_mb": round(total_pss, 1),
+            "java_pss_mb": round(java_pss, 1),
         }
 
     def stop(self) -> None:

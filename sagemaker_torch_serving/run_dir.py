@@ -1,17 +1,19 @@
 """The server's private run directory: its paths, and the workers' marks in it.
 
 The serving process makes the directory (under TMPDIR) and passes its path to every process
-it starts (``Env.RUN_DIR``); MMS's config and sockets, the backend's handover socket, a
-worker's load failure (of a multi-model endpoint's models: one JSON file each, which the
-frontend's java/MultiModels.java reads) and the marks of the workers that loaded the model all
-live in it, and nothing else of the run is written anywhere else. The backend reads the marks
-when a worker dies: one that dies before its mark died while loading (backend/process.py).
+it starts (``Env.RUN_DIR``); MMS's config and sockets, the backend's handover socket, the
+frontend's count of requests in flight (for the workers' threads), a worker's load failure (of
+a multi-model endpoint's models: one JSON file each, which the frontend's
+java/MultiModels.java reads) and the marks of the workers that loaded the model all live in
+it, and nothing else of the run is written anywhere else. The backend reads the marks when a
+worker dies: one that dies before its mark died while loading (backend/process.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 # MMS finds models in its model store only: the run directory links the model under this name.
@@ -19,6 +21,9 @@ MODEL_NAME = "model"
 # Unix socket paths are limited to 107 bytes (sun_path); the longest one is the run dir plus this.
 LONGEST_SOCKET_NAME = "backend-handover.sock"
 MAX_SOCKET_PATH = 107
+# The frontend's count of requests in flight: one int, in the machine's byte order (Java's int).
+IN_FLIGHT_FORMAT = "=i"
+IN_FLIGHT_BYTES = struct.calcsize(IN_FLIGHT_FORMAT)
 
 
 class RunPaths:
@@ -34,6 +39,7 @@ class RunPaths:
         self.model_load_failures = run_dir / "load-failures"  # multi-model: one per model
         self.model_link = run_dir / MODEL_NAME
         self.backend_handover = run_dir / LONGEST_SOCKET_NAME  # see backend/process.py
+        self.in_flight = run_dir / "in-flight"  # the frontend's count, see backend/cores.py
 
 
 def mark_loaded(directory: Path) -> None:

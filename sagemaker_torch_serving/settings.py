@@ -28,7 +28,7 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SAGEMAKER_MODEL_SERVER_BATCH_SIZE | 1 | requests MMS hands the handler at once |
 | SERVING_MAX_BATCH_DELAY_MS | 5 | how long MMS waits to fill a batch |
 | SAGEMAKER_MODEL_SERVER_VMARGS | see DEFAULT_VMARGS | JVM flags for the MMS frontend |
-| SERVING_TORCH_THREADS | CPUs / workers | torch intra-op threads per worker |
+| SERVING_TORCH_THREADS | (adaptive) | torch threads per worker; unset: CPUs / busy workers |
 | SERVING_DEVICE | auto | auto, cpu or cuda: where the default model_fn places the model |
 | SERVING_TRUST_PICKLED_MODEL | false | unpickle whole nn.Modules (default model_fn, torch.load) |
 | SERVING_HALF_PRECISION | false | on a GPU, the default model_fn casts the model to float16 |
@@ -153,7 +153,8 @@ class Settings:
     batch_size: int
     max_batch_delay_ms: int
     vmargs: str
-    torch_threads: int
+    cpus: int
+    torch_threads: int | None  # None: each batch takes its share of the CPUs (threads_for)
     device: str
     trust_pickled_model: bool
     half_precision: bool
@@ -173,7 +174,7 @@ class Settings:
         base_dir = Path(env.text(Env.BASE_DIR, "/opt/ml"))
         model_dir = Path(env.text(Env.MODEL_DIR, str(base_dir / "model"))).absolute()
         gpu_count = visible_gpu_count(env.raw)
-        cpus = os.cpu_count() or 1
+        cpus = len(os.sched_getaffinity(0))  # the CPUs this process may run on
         multi_model = env.flag(Env.MULTI_MODEL)
         # Many models share the machine: one worker each unless asked otherwise.
         workers = env.positive_int(Env.WORKERS, 1 if multi_model else gpu_count or cpus)
@@ -207,7 +208,8 @@ class Settings:
             batch_size=env.positive_int(Env.BATCH_SIZE, 1),
             max_batch_delay_ms=env.non_negative_int(Env.MAX_BATCH_DELAY_MS, 5),
             vmargs=env.text(Env.VMARGS, DEFAULT_VMARGS),
-            torch_threads=env.positive_int(Env.TORCH_THREADS, max(1, cpus // workers)),
+            cpus=cpus,
+            torch_threads=env.positive_int(Env.TORCH_THREADS, 0) or None,
             device=device,
             trust_pickled_model=env.flag(Env.TRUST_PICKLED_MODEL),
             half_precision=env.flag(Env.HALF_PRECISION),
@@ -237,6 +239,21 @@ class Settings:
     def for_model(self, model_dir: Path) -> Settings:
         """The settings of one model of a multi-model endpoint: its own directory and code."""
         return dataclasses.replace(self, model_dir=model_dir, code_dir=model_dir / "code")
+
+    def threads_for(self, in_flight: int) -> int:
+        """Torch threads for a batch that starts while ``in_flight`` requests are in the server
+        (its own included): SERVING_TORCH_THREADS if set, else the batch's share of the CPUs
+        among the workers those requests keep busy, all of them for a lone request
+        (backend/cores.py). A multi-model endpoint's requests may be for as many models."""
+        if self.torch_threads:
+            return self.torch_threads
+        busy = min(max(1, in_flight), self.cpus if self.multi_model else self.workers)
+        return max(1, self.cpus // busy)
+
+    @property
+    def max_torch_threads(self) -> int:
+        """The most threads a batch may take: the size of the OpenMP and MKL pools."""
+        return self.torch_threads or self.cpus
 
     @property
     def program_path(self) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 import mms
 
 from sagemaker_torch_serving.backend import protocol
+from sagemaker_torch_serving.backend.cores import CpuShare
 from sagemaker_torch_serving.backend.protocol import FrameReader, LoadCommand, WireRequest
 from sagemaker_torch_serving.handler.build import build_pipeline
 from sagemaker_torch_serving.handler.context import ServingContext
@@ -132,6 +133,7 @@ class Worker:
         run_dir = pipeline.settings.run_dir
         if run_dir is not None:
             mark_loaded(RunPaths(run_dir).loaded)
+        self._cpus = CpuShare(pipeline.settings)  # each batch's torch threads
         self._sending = threading.Lock()  # one answer per batch: ours or the watcher's
         self._batch: list[str] | None = None  # the request ids of the batch in progress
         self._batch_started = 0.0
@@ -156,7 +158,8 @@ class Worker:
             )
             for item in batch
         ]
-        answers = self.pipeline.answer(requests)
+        with self._cpus.batch():
+            answers = self.pipeline.answer(requests)
         frame = protocol.batch_answer(zip(ids, answers, strict=True))
         with self._sending:
             self._batch = None

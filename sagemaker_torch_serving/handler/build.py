@@ -43,7 +43,8 @@ _NO_COMPILER = (
 def build_pipeline(settings: Settings, system_properties: dict[str, Any]) -> Pipeline:
     """Load the model as ``settings`` say; ``system_properties`` is what ``context`` shows
     (``gpu_id``, ...), completed here with ``model_dir`` and ``device``."""
-    torch.set_num_threads(settings.torch_threads)
+    # Loading (and warming up) in every worker at once: each its share of the CPUs.
+    torch.set_num_threads(settings.threads_for(settings.workers))
     contract = load_contract(
         settings.program_path,
         required=settings.program is not None,

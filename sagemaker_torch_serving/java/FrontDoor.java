@@ -38,6 +38,11 @@ import io.netty.handler.codec.http.TooLongHttpLineException;
 import io.netty.util.ReferenceCountUtil;
 import io.netty.util.concurrent.ScheduledFuture;
 import java.io.IOException;
+import java.nio.ByteOrder;
+import java.nio.MappedByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayDeque;
 import java.util.List;
@@ -97,6 +102,8 @@ public final class FrontDoor extends ChannelDuplexHandler {
     private static final int MAX_HEADERS = 8192;
 
     private static final AtomicInteger IN_FLIGHT = new AtomicInteger();
+    /** IN_FLIGHT, published for the workers: a batch takes its share of the CPUs from it. */
+    private static final MappedByteBuffer GAUGE = mapGauge(System.getProperty("serving.inFlightFile"));
     /** The serving port's listening socket, known from the first connection it accepted. */
     private static volatile Channel listener;
     private static final AtomicInteger CONNECTIONS = new AtomicInteger();
@@ -264,6 +271,7 @@ public final class FrontDoor extends ChannelDuplexHandler {
         }
         counted = true;
         IN_FLIGHT.incrementAndGet();
+        publishInFlight();
         prepare(request);
         forwarding = true;
         forward(request, request instanceof LastHttpContent);
@@ -587,6 +595,31 @@ public final class FrontDoor extends ChannelDuplexHandler {
         if (counted) {
             counted = false;
             IN_FLIGHT.decrementAndGet();
+            publishInFlight();
+        }
+    }
+
+    private static MappedByteBuffer mapGauge(String path) {
+        if (path == null) {
+            return null;
+        }
+        try (FileChannel file = FileChannel.open(Path.of(path), StandardOpenOption.READ,
+                StandardOpenOption.WRITE)) {
+            MappedByteBuffer gauge = file.map(FileChannel.MapMode.READ_WRITE, 0, Integer.BYTES);
+            gauge.order(ByteOrder.nativeOrder());
+            return gauge;
+        } catch (IOException | RuntimeException e) {
+            LOGGER.warn("the workers cannot see the requests in flight: {}", e.toString());
+            return null;
+        }
+    }
+
+    /** The count as it is now: whichever change publishes last writes the latest value. */
+    private static void publishInFlight() {
+        if (GAUGE != null) {
+            synchronized (GAUGE) {
+                GAUGE.putInt(0, IN_FLIGHT.get());
+            }
         }
     }
 

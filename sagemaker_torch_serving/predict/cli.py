@@ -310,6 +310,10 @@ def _load(settings: Settings, count: int) -> tuple[Pipeline, float]:
         logger.debug("loading the model failed", exc_info=error)
         reason = describe_load_failure(error, settings.code_dir, settings.trust_pickled_model)
         raise Failure(f"the model failed to load: {reason}") from None
+    import torch
+
+    # The batch runs alone, as a lone request does on the server: on every CPU.
+    torch.set_num_threads(settings.threads_for(1))
     return pipeline, time.perf_counter() - started
 
 
@@ -341,7 +345,7 @@ def _answer(pipeline: Pipeline, arguments: Arguments) -> tuple[list[Answer], Sta
 
 def _print_model(model: Path, model_dir: Path, pipeline: Pipeline) -> None:
     unpacked = "" if model.absolute() == model_dir else f" (unpacked into {model_dir})"
-    threads = pipeline.settings.torch_threads
+    threads = pipeline.settings.threads_for(1)
     device = pipeline.system_properties["device"]
     print(f"model: {model}{unpacked}")
     print(f"code: {pipeline.contract.describe()}")

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from sagemaker_torch_serving.run_dir import MODEL_NAME, RunPaths
+from sagemaker_torch_serving.run_dir import IN_FLIGHT_BYTES, MODEL_NAME, RunPaths
 from sagemaker_torch_serving.settings import (
     MEBIBYTE,
     ORIGINAL_CONTENT_TYPE_HEADER,
@@ -38,6 +38,7 @@ def write_run_dir(settings: Settings, paths: RunPaths) -> None:
     """Write the config, the log config and the link to the model (none on a multi-model
     endpoint: its models come and go through /models)."""
     paths.loaded.mkdir()
+    paths.in_flight.write_bytes(bytes(IN_FLIGHT_BYTES))
     if not settings.multi_model:
         paths.model_link.symlink_to(settings.model_dir.resolve(), target_is_directory=True)
     paths.config.write_text(properties(settings, paths))
@@ -154,6 +155,8 @@ def front_door_properties(settings: Settings, paths: RunPaths) -> list[str]:
         "startupTimeoutSeconds": settings.startup_timeout_seconds,
         "startupTimeoutVariable": Env.STARTUP_TIMEOUT,
         "loadFailures": paths.model_load_failures,
+        # the requests in flight, for the workers' threads (backend/cores.py)
+        "inFlightFile": paths.in_flight,
     }
     return [f"-Dserving.{name}={value}" for name, value in values.items()]
 
@@ -174,7 +177,7 @@ def worker_environment(settings: Settings, paths: RunPaths) -> dict[str, str]:
     that passes weights_only=True explicitly keeps it), unless the user set torch's variable
     that forces weights_only on (both at once make every torch.load fail).
     """
-    threads = str(settings.torch_threads)
+    threads = str(settings.max_torch_threads)
     environment = {
         **os.environ,
         **settings.to_env(),

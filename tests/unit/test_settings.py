@@ -101,15 +101,29 @@ def test_code_dir_can_be_set_on_its_own() -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3, 1000])
-def test_torch_threads_default_splits_the_cpus(workers: int) -> None:
+@pytest.mark.parametrize("in_flight", [0, 1, 2, 3, 1000])
+def test_torch_threads_default_to_a_share_of_the_cpus_per_busy_worker(
+    workers: int, in_flight: int
+) -> None:
     settings = Settings.from_env({**NO_GPU, "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)})
-    assert settings.workers == workers
-    assert settings.torch_threads == max(1, (os.cpu_count() or 1) // workers)
+    cpus = len(os.sched_getaffinity(0))
+    assert settings.cpus == cpus
+    busy_workers = max(1, min(in_flight, workers))
+    assert settings.threads_for(in_flight) == max(1, cpus // busy_workers)
+    assert settings.threads_for(1) == settings.max_torch_threads == cpus
+
+
+def test_a_multi_model_endpoints_requests_may_keep_as_many_workers_busy() -> None:
+    settings = Settings.from_env({**NO_GPU, "SAGEMAKER_MULTI_MODEL": "true"})
+    assert settings.workers == 1
+    cpus = len(os.sched_getaffinity(0))
+    assert settings.threads_for(1) == cpus
+    assert settings.threads_for(cpus) == 1
 
 
 def test_torch_threads_can_be_set() -> None:
     settings = Settings.from_env({**NO_GPU, "SERVING_TORCH_THREADS": "7"})
-    assert settings.torch_threads == 7
+    assert settings.threads_for(1) == settings.threads_for(7) == settings.max_torch_threads == 7
 
 
 def test_workers_default_to_visible_gpus() -> None:
@@ -262,7 +276,6 @@ def test_multi_model_settings(tmp_path: Path) -> None:
     settings = Settings.from_env({**NO_GPU, "SAGEMAKER_MULTI_MODEL": "true"})
     assert settings.multi_model
     assert settings.workers == 1  # per model: many models share the machine
-    assert settings.torch_threads == (os.cpu_count() or 1)
     assert settings.memory_reserve_bytes == 512 * MEBIBYTE
     model = settings.for_model(tmp_path / "models" / "a" / "model")
     assert (model.model_dir, model.code_dir) == (

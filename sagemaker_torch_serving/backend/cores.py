@@ -1,0 +1,70 @@
+"""How many torch threads a worker's batch gets: the CPUs shared among the requests in flight.
+
+A lone request runs on every CPU; under load the CPUs are shared among the busy workers
+without oversubscription (one thread per CPU in all). Settings.threads_for decides, per batch,
+when the batch starts, from the number of requests in the server at that moment: the frontend
+counts them (java/FrontDoor.java, all models of a multi-model endpoint together) and publishes
+the count in a small file of the run directory that every worker maps. Counting requests, not
+busy workers, sees the load coming: between two batches under load a worker is idle for a
+moment, but the requests it will take next are already in flight.
+
+A batch that took under LIGHT_BATCH_SECONDS runs the next on one thread: splitting so little
+work saves less than waking the other threads costs, and their pool would keep spinning on a
+CPU after the batch (OpenMP's wait) while another worker's request needs it.
+bench/RESULTS.md measures all of it against fixed threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import struct
+import time
+from collections.abc import Iterator
+
+import torch
+
+from sagemaker_torch_serving.run_dir import IN_FLIGHT_BYTES, IN_FLIGHT_FORMAT, RunPaths
+from sagemaker_torch_serving.settings import Settings
+
+LIGHT_BATCH_SECONDS = 0.002
+
+
+class CpuShare:
+    """Sets this worker's torch threads for each batch (``batch``) from the requests in
+    flight, and learns from each batch's time whether more than one thread is worth it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._count: mmap.mmap | None = None
+        if settings.run_dir is not None:
+            with RunPaths(settings.run_dir).in_flight.open("rb") as file:
+                self._count = mmap.mmap(file.fileno(), IN_FLIGHT_BYTES, access=mmap.ACCESS_READ)
+        self._threads = torch.get_num_threads()
+        self._light = False
+
+    def in_flight(self) -> int:
+        """The frontend's count; with no server around this worker (no run directory), as
+        many as there are workers."""
+        if self._count is None:
+            return self._settings.workers
+        count: int = struct.unpack_from(IN_FLIGHT_FORMAT, self._count)[0]
+        return count
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Around a batch: its threads set before it, its time taken after it."""
+        if self._settings.torch_threads:
+            threads = self._settings.torch_threads
+        else:
+            threads = 1 if self._light else self._settings.threads_for(self.in_flight())
+        if threads != self._threads:
+            torch.set_num_threads(threads)
+            self._threads = threads
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            # Judged on one thread's time: a light batch on many threads may be heavy on one.
+            took = time.perf_counter() - started
+            self._light = took * threads < LIGHT_BATCH_SECONDS
