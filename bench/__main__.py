@@ -15,6 +15,7 @@ import datetime
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from sagemaker_torch_serving.settings import Env
 from tests.ports import free_port
 
 WARM_UP_SECONDS = 5.0
+REST_SECONDS = 3.0
 DESCRIPTIONS = {
     "tiny": "an MLP on 64 floats as JSON (the serving overhead dominates)",
     "image": "JPEG decode, resize 224, normalize, ResNet-18 with random weights",
@@ -163,6 +165,9 @@ def measure(contender, workload, levels, seconds, repeats, logs) -> dict[str, An
                 for _ in range(repeats)
             ]
             measured.append(median_run(runs))
+        # PSS at rest, as an endpoint is between bursts: after the load, a pause (our workers
+        # give what their batches freed back to the system once idle for a second).
+        time.sleep(REST_SECONDS)
         memory = server.memory_mb()
     except RuntimeError as error:
         return {"label": contender.label, "error": str(error)}

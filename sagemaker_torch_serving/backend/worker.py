@@ -13,6 +13,7 @@ Importing this module imports torch: the backend does it once, before it forks.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import socket
@@ -116,6 +117,26 @@ def _write_to(outputs: list[Path]) -> None:
         os.close(fd)
 
 
+def release_free_memory() -> None:
+    """Give the memory a batch freed back to the system: glibc's malloc keeps it otherwise
+    (freed buffers below its mmap threshold, which grows to 32 MB), so an idle worker would
+    hold the peak of its last batches. The watcher calls it once the worker is idle."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _libc()
+
+
 class Worker:
     """A loaded pipeline answering MMS's batches on its connection, each batch within
     SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS.
@@ -166,9 +187,15 @@ class Worker:
             self.connection.sendall(frame)
 
     def _watch(self, timeout: int) -> None:
+        seen = trimmed = 0.0  # _batch_started at the last tick, and at the last trim
         while True:
             time.sleep(min(1.0, timeout / 4))
             ids = self._batch
+            # Idle for a whole tick after a batch: not under load, where it would cost time.
+            if ids is None and self._batch_started == seen != trimmed:
+                trimmed = seen
+                release_free_memory()
+            seen = self._batch_started
             if ids is None or time.monotonic() - self._batch_started < timeout:
                 continue
             with self._sending:
