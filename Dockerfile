@@ -55,7 +55,9 @@ COPY code/ /opt/program/code/
 COPY entrypoint.py /opt/program/
 COPY sagemaker_torch_serving/ /opt/program/sagemaker_torch_serving/
 COPY --from=plugin /src/sagemaker_torch_serving/java/ /opt/program/sagemaker_torch_serving/java/
-RUN python -m compileall -q /opt/program
+# The frontend's class data archive, for this JVM and these jars (server/class_archive.py).
+RUN python -m compileall -q /opt/program \
+ && python -m sagemaker_torch_serving.server.class_archive
 # Only what the container truly does: it serves on SAGEMAKER_BIND_TO_PORT.
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
 EXPOSE 8080

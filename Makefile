@@ -28,6 +28,7 @@ PY := $(VENV)/bin/python
 # The SageMaker Python SDK, for its local mode (examples/sdk_local_mode/), in its own venv.
 SDK_VENV ?= .venv-sdk
 PLUGIN := sagemaker_torch_serving/java/serving-plugin.jar
+CLASS_ARCHIVE := sagemaker_torch_serving/java/frontend.jsa
 EXAMPLE := build/model/model.pt
 
 IMAGE ?= sagemaker-torch-serving:latest
@@ -79,9 +80,11 @@ $(SDK_VENV)/.installed: examples/sdk_local_mode/requirements.lock
 	$(SDK_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
-plugin: $(PLUGIN)
+plugin: $(PLUGIN) $(CLASS_ARCHIVE)
 $(PLUGIN): $(wildcard sagemaker_torch_serving/java/*.java) scripts/build_plugin.sh $(VENV)/.installed
 	scripts/build_plugin.sh $(PY)
+$(CLASS_ARCHIVE): $(PLUGIN) sagemaker_torch_serving/java/classes.lst
+	$(PY) -m sagemaker_torch_serving.server.class_archive
 
 model: $(EXAMPLE)
 $(EXAMPLE): model/train.py code/inference.py $(VENV)/.installed
@@ -174,4 +177,4 @@ bench-quick: venv plugin
 	$(PY) -m bench --quick
 
 clean:
-	rm -rf build $(PLUGIN) sagemaker_torch_serving/java/native
+	rm -rf build $(PLUGIN) $(CLASS_ARCHIVE) sagemaker_torch_serving/java/native

@@ -27,6 +27,8 @@ PACKAGE = Path(__file__).resolve().parents[1]
 HANDLER = "sagemaker_torch_serving.backend.worker"
 PLUGIN_JAR = PACKAGE / "java" / "serving-plugin.jar"
 NATIVE_DIR = PACKAGE / "java" / "native"  # Netty's epoll library, see build_plugin.sh
+# The frontend's classes, ready to map at start (server/class_archive.py makes it).
+CLASS_ARCHIVE = PACKAGE / "java" / "frontend.jsa"
 # MMS runs <model_server_home>/mms/model_service_worker.py as the model's backend: ours.
 MMS_HOME = PACKAGE / "backend" / "mms_home"
 
@@ -106,28 +108,36 @@ def log_config(level: int) -> str:
 def java_command(settings: Settings, paths: RunPaths) -> list[str]:
     """The MMS frontend's command line, as mms.model_server would build it, minus its pid file,
     with our worker program in place of MMS's."""
-    import mms
-
-    java_home = os.environ.get("JAVA_HOME")
-    java = str(Path(java_home) / "bin" / "java") if java_home else "java"
-    # The plugin jar comes first: its ModelResponseDecoder replaces MMS's (see its comment).
-    class_path = f"{PLUGIN_JAR}:{Path(mms.__file__).resolve().parent / 'frontend' / '*'}"
+    archive = [f"-XX:SharedArchiveFile={CLASS_ARCHIVE}"] if CLASS_ARCHIVE.exists() else []
     return [
-        java,
+        java(),
         *settings.vmargs.split(),
+        *archive,
         f"-Dmodel_server_home={MMS_HOME}",
         f"-Dlog4j.configurationFile=file://{paths.log_config}",
         f"-Djava.io.tmpdir={paths.root}",
         f"-Djava.library.path={NATIVE_DIR}",
         *front_door_properties(settings, paths),
         "-cp",
-        class_path,
+        class_path(),
         "com.amazonaws.ml.mms.ModelServer",
         "--python",
         sys.executable,
         "-f",
         str(paths.config),
     ]
+
+
+def java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    return str(Path(java_home) / "bin" / "java") if java_home else "java"
+
+
+def class_path() -> str:
+    """The plugin jar first: its ModelResponseDecoder replaces MMS's (see its comment)."""
+    import mms
+
+    return f"{PLUGIN_JAR}:{Path(mms.__file__).resolve().parent / 'frontend' / '*'}"
 
 
 def front_door_properties(settings: Settings, paths: RunPaths) -> list[str]:
