@@ -38,14 +38,16 @@ class CpuShare:
         self._settings = settings
         self._count: mmap.mmap | None = None
         if settings.run_dir is not None:
-            with RunPaths(settings.run_dir).in_flight.open("rb") as file:
-                self._count = mmap.mmap(file.fileno(), IN_FLIGHT_BYTES, access=mmap.ACCESS_READ)
+            try:
+                with RunPaths(settings.run_dir).in_flight.open("rb") as file:
+                    self._count = mmap.mmap(file.fileno(), IN_FLIGHT_BYTES, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                pass  # no frontend counts (a test playing MMS): as many as there are workers
         self._threads = torch.get_num_threads()
         self._light = False
 
     def in_flight(self) -> int:
-        """The frontend's count; with no server around this worker (no run directory), as
-        many as there are workers."""
+        """The frontend's count; with no frontend counting, as many as there are workers."""
         if self._count is None:
             return self._settings.workers
         count: int = struct.unpack_from(IN_FLIGHT_FORMAT, self._count)[0]
