@@ -8,9 +8,10 @@ the count in a small file of the run directory that every worker maps. Counting 
 busy workers, sees the load coming: between two batches under load a worker is idle for a
 moment, but the requests it will take next are already in flight.
 
-A batch that took under LIGHT_BATCH_SECONDS runs the next on one thread: splitting so little
-work saves less than waking the other threads costs, and their pool would keep spinning on a
-CPU after the batch (OpenMP's wait) while another worker's request needs it.
+While this worker's batches take under LIGHT_BATCH_SECONDS on one thread (a moving average,
+so that one batch slowed by a preemption does not count), they run on one thread: splitting so
+little work saves less than waking the other threads costs, and their pool would keep spinning
+on a CPU after the batch (OpenMP's wait) while another worker's request needs it.
 bench/RESULTS.md measures all of it against fixed threads.
 """
 
@@ -28,6 +29,7 @@ from sagemaker_torch_serving.run_dir import IN_FLIGHT_BYTES, IN_FLIGHT_FORMAT, R
 from sagemaker_torch_serving.settings import Settings
 
 LIGHT_BATCH_SECONDS = 0.002
+_WEIGHT = 0.2  # of the last batch in the moving average
 
 
 class CpuShare:
@@ -44,7 +46,7 @@ class CpuShare:
             except (OSError, ValueError):
                 pass  # no frontend counts (a test playing MMS): as many as there are workers
         self._threads = torch.get_num_threads()
-        self._light = False
+        self._cost: float | None = None  # seconds of a batch on one thread, moving average
 
     def in_flight(self) -> int:
         """The frontend's count; with no frontend counting, as many as there are workers."""
@@ -59,7 +61,8 @@ class CpuShare:
         if self._settings.torch_threads:
             threads = self._settings.torch_threads
         else:
-            threads = 1 if self._light else self._settings.threads_for(self.in_flight())
+            light = self._cost is not None and self._cost < LIGHT_BATCH_SECONDS
+            threads = 1 if light else self._settings.threads_for(self.in_flight())
         if threads != self._threads:
             torch.set_num_threads(threads)
             self._threads = threads
@@ -67,6 +70,6 @@ class CpuShare:
         try:
             yield
         finally:
-            # Judged on one thread's time: a light batch on many threads may be heavy on one.
-            took = time.perf_counter() - started
-            self._light = took * threads < LIGHT_BATCH_SECONDS
+            # On one thread: a light batch on many threads may be heavy on one.
+            cost = (time.perf_counter() - started) * threads
+            self._cost = cost if self._cost is None else self._cost + _WEIGHT * (cost - self._cost)

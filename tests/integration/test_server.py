@@ -6,6 +6,7 @@ import base64
 import http.client
 import io
 import json
+import os
 import re
 import signal
 import statistics
@@ -492,3 +493,49 @@ def test_batched_answers_with_headers_split_across_reads_all_arrive(start_server
         assert response.json()[0][:2] == [index * 2, 1.0]
         assert response.headers["X-Request-Id"]
     assert "Invalid message size" not in server.log()
+
+
+THREADS = """
+    import json
+    import time
+
+    import torch
+
+    def model_fn(model_dir):
+        return torch.nn.Identity()
+
+    def input_fn(body, content_type):
+        return body
+
+    def predict_fn(data, model):
+        time.sleep(0.05)  # enough work to be worth every CPU (backend/cores.py)
+        return torch.get_num_threads()
+
+    def output_fn(prediction, accept):
+        return json.dumps(prediction)
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: one thread always")
+def test_a_lone_request_runs_on_every_cpu_and_requests_under_load_share_them(
+    tmp_path, start_server, scale_model
+):
+    cpus = len(os.sched_getaffinity(0))
+    server = start_server(
+        SERVING_MODEL_DIR=str(scale_model),
+        SERVING_CODE_DIR=str(write_code(tmp_path, THREADS)),
+        SAGEMAKER_MODEL_SERVER_WORKERS=str(cpus),
+    )
+    server.wait_ready()
+
+    def threads(_: int = 0) -> int:
+        response = post(server, b"{}", "application/json")
+        assert response.status_code == 200, response.text
+        return int(response.json())
+
+    assert [threads() for _ in range(3)] == [cpus] * 3
+    with ThreadPoolExecutor(2 * cpus) as pool:
+        under_load = list(pool.map(threads, range(16 * cpus)))
+    # Every worker busy: one CPU each (a batch that began as the load began may have had more).
+    assert under_load.count(1) >= len(under_load) * 3 // 4, under_load
+    assert threads() == cpus
