@@ -616,6 +616,7 @@ public final class FrontDoor extends ChannelDuplexHandler {
 
     /** The count as it is now: whichever change publishes last writes the latest value. */
     private static void publishInFlight() {
+        BatchDelay.inFlight(IN_FLIGHT.get());
         if (GAUGE != null) {
             synchronized (GAUGE) {
                 GAUGE.putInt(0, IN_FLIGHT.get());

@@ -59,7 +59,6 @@ public final class MultiModels extends InferenceRequestHandler {
     private static final Logger LOGGER = LoggerFactory.getLogger(MultiModels.class);
     private static final int WORKERS = Integer.getInteger("serving.workersPerModel", 1);
     private static final int BATCH_SIZE = Integer.getInteger("serving.batchSize", 1);
-    private static final int MAX_BATCH_DELAY = Integer.getInteger("serving.maxBatchDelay", 5);
     private static final long STARTUP_SECONDS = Long.getLong("serving.startupTimeoutSeconds", 600);
     private static final String STARTUP_VARIABLE =
             System.getProperty("serving.startupTimeoutVariable", "SAGEMAKER_STARTUP_TIMEOUT");
@@ -197,7 +196,7 @@ public final class MultiModels extends InferenceRequestHandler {
         Path failure = FAILURES.resolve(name);
         Files.deleteIfExists(failure); // a reason left from an earlier load of this name
         try {
-            models.registerModel(url, name, null, null, BATCH_SIZE, MAX_BATCH_DELAY,
+            models.registerModel(url, name, null, null, BATCH_SIZE, BatchDelay.now(),
                     config.getDefaultResponseTimeoutSeconds(), null, config.getPreloadModel());
         } catch (ConflictStatusException e) {
             error(ctx, 409, "model " + name + " is already loaded");

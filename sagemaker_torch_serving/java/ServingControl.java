@@ -18,7 +18,7 @@ import software.amazon.ai.mms.servingsdk.http.Response;
  * PUT /serving?batch_size=&max_batch_delay= sets batching on the loaded models: MMS gives
  * models loaded at start a batch size of 1 and only lets the registration API set it, but /invocations serves only models loaded at start;
  * MMS's batch aggregator reads both values on every batch, so setting them here takes effect
- * at once. PUT /serving?draining=true turns /ping to 503 and stops the serving port accepting
+ * at once (the delay is waited only while requests queue: BatchDelay). PUT /serving?draining=true turns /ping to 503 and stops the serving port accepting
  * connections (FrontDoor.stopAccepting), for a graceful shutdown.
  */
 @Endpoint(
@@ -41,9 +41,9 @@ public class ServingControl extends ModelServerEndpoint {
                 if (batchSize != null) {
                     model.setBatchSize(positive(batchSize));
                 }
-                if (maxBatchDelay != null) {
-                    model.setMaxBatchDelay(positive(maxBatchDelay));
-                }
+            }
+            if (maxBatchDelay != null) {
+                BatchDelay.configure(positive(maxBatchDelay));
             }
         } catch (NumberFormatException e) {
             ReadinessPing.sendJson(response, 400, "{\"message\": \"" + e.getMessage() + "\"}");
@@ -65,7 +65,7 @@ public class ServingControl extends ModelServerEndpoint {
                 + ", \"connections\": " + FrontDoor.connections();
         for (com.amazonaws.ml.mms.wlm.Model model : ModelManager.getInstance().getModels().values()) {
             body += ", \"batch_size\": " + model.getBatchSize()
-                    + ", \"max_batch_delay\": " + model.getMaxBatchDelay();
+                    + ", \"max_batch_delay\": " + BatchDelay.configured();
         }
         ReadinessPing.sendJson(response, 200, body + "}");
     }

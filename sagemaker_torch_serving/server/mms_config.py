@@ -155,7 +155,7 @@ def front_door_properties(settings: Settings, paths: RunPaths) -> list[str]:
         "maxConcurrentTransforms": settings.max_concurrent_transforms,
         "batchStrategy": settings.batch_strategy,
         "maxPayloadMb": settings.max_payload_bytes // MEBIBYTE,
-        # a multi-model endpoint's /models (java/MultiModels.java)
+        # batching (java/BatchDelay.java), a multi-model endpoint's /models (java/MultiModels.java)
         "multiModel": str(settings.multi_model).lower(),
         "workersPerModel": settings.workers,
         "batchSize": settings.batch_size,
