@@ -26,7 +26,7 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SAGEMAKER_CONTAINER_LOG_LEVEL | 20 | Python logging level, a number or a name |
 | SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT | application/json | answer type when Accept is */* or none |
 | SAGEMAKER_MODEL_SERVER_BATCH_SIZE | 1 | requests MMS hands the handler at once |
-| SERVING_MAX_BATCH_DELAY_MS | 5 | how long MMS waits to fill a batch |
+| SERVING_MAX_BATCH_DELAY_MS | 5 | how long MMS waits to fill a batch (only while requests queue) |
 | SAGEMAKER_MODEL_SERVER_VMARGS | see DEFAULT_VMARGS | JVM flags for the MMS frontend |
 | SERVING_TORCH_THREADS | (adaptive) | torch threads per worker; unset: CPUs / busy workers |
 | SERVING_DEVICE | auto | auto, cpu or cuda: where the default model_fn places the model |
