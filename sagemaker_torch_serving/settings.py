@@ -119,8 +119,8 @@ ORIGINAL_CONTENT_TYPE_HEADER = "x-serving-content-type"
 
 # The frontend holds little but the requests in flight: the serial collector, a heap that
 # starts small and grows only as needed (up to 20% of the container's memory) and compiler
-# threads capped (one per CPU by default) keep it near 120 MB where the parallel collector's
-# first heap alone is 1/64 of the machine's memory (bench/RESULTS.md: PSS, JVM).
+# threads capped (the JVM starts more on more CPUs) keep it near 140 MB, where the parallel
+# collector's first heap alone is 1/64 of the machine's memory (bench/RESULTS.md: PSS, JVM).
 DEFAULT_VMARGS = (
     "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+UseSerialGC -Xms8m "
     "-XX:CICompilerCount=2 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData -Xss512k"

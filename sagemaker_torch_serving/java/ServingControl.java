@@ -18,7 +18,8 @@ import software.amazon.ai.mms.servingsdk.http.Response;
  * PUT /serving?batch_size=&max_batch_delay= sets batching on the loaded models: MMS gives
  * models loaded at start a batch size of 1 and only lets the registration API set it, but /invocations serves only models loaded at start;
  * MMS's batch aggregator reads both values on every batch, so setting them here takes effect
- * at once (the delay is waited only while requests queue: BatchDelay). PUT /serving?draining=true turns /ping to 503 and stops the serving port accepting
+ * at once (the delay is waited only while requests queue: BatchDelay).
+ * PUT /serving?draining=true turns /ping to 503 and stops the serving port accepting
  * connections (FrontDoor.stopAccepting), for a graceful shutdown.
  */
 @Endpoint(
