@@ -29,6 +29,7 @@ SageMaker's own variables keep SageMaker's names; what is ours starts with ``SER
 | SERVING_MAX_BATCH_DELAY_MS | 5 | how long MMS waits to fill a batch (only while requests queue) |
 | SAGEMAKER_MODEL_SERVER_VMARGS | see DEFAULT_VMARGS | JVM flags for the MMS frontend |
 | SERVING_TORCH_THREADS | (adaptive) | torch threads per worker; unset: CPUs / busy workers |
+| SERVING_FRONTEND_THREADS | CPUs / 4, at least 1 | the frontend's network threads, each side |
 | SERVING_DEVICE | auto | auto, cpu or cuda: where the default model_fn places the model |
 | SERVING_TRUST_PICKLED_MODEL | false | unpickle whole nn.Modules (default model_fn, torch.load) |
 | SERVING_HALF_PRECISION | false | on a GPU, the default model_fn casts the model to float16 |
@@ -88,6 +89,7 @@ class Env:
     MAX_BATCH_DELAY_MS = "SERVING_MAX_BATCH_DELAY_MS"
     VMARGS = "SAGEMAKER_MODEL_SERVER_VMARGS"
     TORCH_THREADS = "SERVING_TORCH_THREADS"
+    FRONTEND_THREADS = "SERVING_FRONTEND_THREADS"
     DEVICE = "SERVING_DEVICE"
     TRUST_PICKLED_MODEL = "SERVING_TRUST_PICKLED_MODEL"
     HALF_PRECISION = "SERVING_HALF_PRECISION"
@@ -159,6 +161,7 @@ class Settings:
     vmargs: str
     cpus: int
     torch_threads: int | None  # None: each batch takes its share of the CPUs (threads_for)
+    frontend_threads: int
     device: str
     trust_pickled_model: bool
     half_precision: bool
@@ -214,6 +217,9 @@ class Settings:
             vmargs=env.text(Env.VMARGS, DEFAULT_VMARGS),
             cpus=cpus,
             torch_threads=env.positive_int(Env.TORCH_THREADS, 0) or None,
+            # The frontend's share of a request's CPU is about a quarter of the workers' on the
+            # lightest model (docs/architecture.md); more threads only hand requests between them.
+            frontend_threads=env.positive_int(Env.FRONTEND_THREADS, max(1, cpus // 4)),
             device=device,
             trust_pickled_model=env.flag(Env.TRUST_PICKLED_MODEL),
             half_precision=env.flag(Env.HALF_PRECISION),

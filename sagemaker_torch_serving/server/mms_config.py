@@ -66,6 +66,9 @@ def properties(settings: Settings, paths: RunPaths) -> str:
         "decode_input_request": "false",
         "enable_envvars_config": "false",
         "async_logging": "true",
+        # Netty's event loops: for clients' connections, and for the workers' sockets
+        "number_of_netty_threads": str(settings.frontend_threads),
+        "netty_client_threads": str(settings.frontend_threads),
     }
     if not settings.multi_model:
         values["load_models"] = f"{MODEL_NAME}={MODEL_NAME}"

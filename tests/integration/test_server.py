@@ -539,3 +539,34 @@ def test_a_lone_request_runs_on_every_cpu_and_requests_under_load_share_them(
     # Every worker busy: one CPU each (a batch that began as the load began may have had more).
     assert under_load.count(1) >= len(under_load) * 3 // 4, under_load
     assert threads() == cpus
+
+
+def test_the_frontends_network_threads_follow_the_setting(start_server, scale_model):
+    """SERVING_FRONTEND_THREADS sizes Netty's event loops for clients and for the workers: a
+    pool of a thread per request hand-off costs CPU a light model's workers need (docs)."""
+
+    def event_loops(**env: str) -> int:
+        server = start_server(
+            SERVING_MODEL_DIR=str(scale_model), SAGEMAKER_MODEL_SERVER_WORKERS="2", **env
+        )
+        server.wait_ready()
+        # Netty starts a loop's thread with its first channel: enough connections for all.
+        sessions = [requests.Session() for _ in range(8)]
+        for session in sessions:
+            assert session.post(f"{server.url}/invocations", json=[[2]]).status_code == 200
+        (java,) = [
+            child
+            for child in psutil.Process(server.process.pid).children(recursive=True)
+            if child.name() == "java"
+        ]
+        names = [
+            Path(f"/proc/{java.pid}/task/{task.id}/comm").read_text().strip()
+            for task in java.threads()
+        ]
+        for session in sessions:
+            session.close()
+        return names.count("epollEventLoopG")
+
+    # Clients' loops grow by 3 (8 connections), the workers' by 1 (2 workers).
+    loops = event_loops(SERVING_FRONTEND_THREADS="4"), event_loops(SERVING_FRONTEND_THREADS="1")
+    assert loops[0] - loops[1] == 4, loops

@@ -293,3 +293,11 @@ def test_multi_model_settings(tmp_path: Path) -> None:
     )
     assert (settings.workers, settings.memory_reserve_bytes) == (2, 0)
     assert not Settings.from_env(NO_GPU).multi_model
+
+
+def test_the_frontend_takes_a_network_thread_per_four_cpus_unless_set() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert Settings.from_env(NO_GPU).frontend_threads == max(1, cpus // 4)
+    assert Settings.from_env({**NO_GPU, "SERVING_FRONTEND_THREADS": "3"}).frontend_threads == 3
+    with pytest.raises(SettingsError):
+        Settings.from_env({**NO_GPU, "SERVING_FRONTEND_THREADS": "0"})
