@@ -16,6 +16,8 @@ RUN apt-get update \
 
 # Python packages: the torch stack first, in its own layer, so that other changes do not
 # reinstall it. PIP_FIND_LINKS (scripts/build.py --wheelhouse) offers local wheels to pip.
+# The serving stage builds on this one rather than copying /opt/venv out of it: a copy would
+# store the 6 GB torch stack twice in the engine (CI's disk ran out that way).
 FROM system AS python
 ARG PIP_FIND_LINKS=
 ARG ONNXRUNTIME=onnxruntime
@@ -27,7 +29,8 @@ COPY docker/requirements.lock /tmp/build/
 RUN grep -v '^onnxruntime==' /tmp/build/requirements.lock > /tmp/build/requirements.txt \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
       -r /tmp/build/requirements.txt \
-      "$(grep "^${ONNXRUNTIME}==" /tmp/build/requirements.lock || echo "$ONNXRUNTIME")"
+      "$(grep "^${ONNXRUNTIME}==" /tmp/build/requirements.lock || echo "$ONNXRUNTIME")" \
+ && rm -rf /tmp/build
 
 # The MMS plugin behind /ping, compiled against the MMS jar of the pinned release (in a venv of
 # its own: copying the runtime's, torch and all, would cost minutes for one jar).
@@ -43,8 +46,7 @@ COPY scripts/build_plugin.sh /src/scripts/
 COPY sagemaker_torch_serving/java/*.java /src/sagemaker_torch_serving/java/
 RUN /src/scripts/build_plugin.sh /opt/mms/bin/python
 
-FROM system AS serving
-COPY --from=python /opt/venv /opt/venv
+FROM python AS serving
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/program \
     PYTHONUNBUFFERED=1 \

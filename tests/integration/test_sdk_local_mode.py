@@ -151,16 +151,22 @@ def run_sdk(
         if process.poll() is None:
             process.kill()
             process.wait()
-        if process.returncode != 0:  # a failed run may leave its container running
-            for container in served_containers(image):
-                subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+        # A failed run may leave its container running; every run leaves it stopped but not
+        # removed (the SDK's compose does not), and each holds a writable layer on the disk.
+        leftovers = served_containers(image, "exited" if process.returncode == 0 else None)
+        for container in leftovers:
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
     assert process.returncode == 0, output[-4000:]
     return output, first_answer
 
 
-def served_containers(image: str) -> list[str]:
+def served_containers(image: str, status: str | None = "running") -> list[str]:
+    """The image's containers in that status (None: in any)."""
+    command = ["docker", "ps", "-a", "-q", "--filter", f"ancestor={image}"]
+    if status:
+        command += ["--filter", f"status={status}"]
     listing = subprocess.run(
-        ["docker", "ps", "-q", "--filter", f"ancestor={image}"],
+        command,
         capture_output=True,
         text=True,
         check=True,
