@@ -148,7 +148,8 @@ def main(argv: list[str]) -> int:
     results["ratios"] = ratios(results)
     paths = report.write(results, out)
     print(paths[1].read_text())
-    print("written: " + ", ".join(str(path.relative_to(REPO)) for path in paths))
+    shown = [path.relative_to(REPO) if path.is_relative_to(REPO) else path for path in paths]
+    print("written: " + ", ".join(map(str, shown)))
     return 0
 
 
