@@ -153,18 +153,20 @@ def run_sdk(
             process.wait()
         # A failed run may leave its container running; every run leaves it stopped but not
         # removed (the SDK's compose does not), and each holds a writable layer on the disk.
-        leftovers = served_containers(image, "exited" if process.returncode == 0 else None)
+        leftovers = served_containers(image, stopped=True)
+        if process.returncode != 0:
+            leftovers += served_containers(image)
         for container in leftovers:
             subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
     assert process.returncode == 0, output[-4000:]
     return output, first_answer
 
 
-def served_containers(image: str, status: str | None = "running") -> list[str]:
-    """The image's containers in that status (None: in any)."""
-    command = ["docker", "ps", "-a", "-q", "--filter", f"ancestor={image}"]
-    if status:
-        command += ["--filter", f"status={status}"]
+def served_containers(image: str, *, stopped: bool = False) -> list[str]:
+    """The image's containers that are up (docker ps), or with stopped, those that exited."""
+    command = ["docker", "ps", "-q", "--filter", f"ancestor={image}"]
+    if stopped:
+        command += ["-a", "--filter", "status=exited"]
     listing = subprocess.run(
         command,
         capture_output=True,
